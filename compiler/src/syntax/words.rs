@@ -1,0 +1,180 @@
+//! pest's parse errors in words: "expected a field name or `}`, found `=`".
+//! Rule names never reach the user.
+
+use pest::error::{ErrorVariant, InputLocation};
+
+use super::parse::Rule;
+use crate::diagnostic::Error;
+use crate::source::Span;
+
+/// What a rule stands for, in words.
+fn describe(rule: Rule) -> &'static str {
+    match rule {
+        Rule::EOI => "the end of the file",
+        Rule::field_name => "a field name",
+        Rule::ident => "a name",
+        Rule::number => "a number",
+        Rule::string => "a string",
+        Rule::boolean => "`true` or `false`",
+        Rule::std_path | Rule::module_path => "a module (`std::pe` or a \"file.pex\" path)",
+        Rule::import => "a name to import",
+        Rule::colon => "`:`",
+        Rule::path_sep => "`::`",
+        Rule::comma => "`,`",
+        Rule::equals => "`=`",
+        Rule::dot => "`.`",
+        Rule::lbrace => "`{`",
+        Rule::rbrace => "`}`",
+        Rule::lparen => "`(`",
+        Rule::rparen => "`)`",
+        Rule::lbracket => "`[`",
+        Rule::rbracket => "`]`",
+        Rule::kw_use => "`use`",
+        Rule::kw_let => "`let`",
+        Rule::kw_model => "`model`",
+        Rule::kw_data => "`data`",
+        Rule::kw_stage => "`stage`",
+        Rule::kw_phase => "`phase`",
+        Rule::kw_teacher => "`teacher`",
+        Rule::kw_export => "`export`",
+        Rule::kw_with => "`with`",
+        Rule::kw_as => "`as`",
+        Rule::add | Rule::sub | Rule::mul | Rule::div => "an operator",
+        Rule::neg => "`-`",
+        Rule::member => "`.`",
+        Rule::with_update => "`with`",
+        Rule::field => "a field",
+        Rule::phase_decl => "`phase`",
+        Rule::teacher_decl => "`teacher`",
+        Rule::export_decl => "`export`",
+        Rule::use_decl | Rule::let_decl | Rule::model_decl | Rule::data_decl | Rule::stage_decl => {
+            "an item"
+        }
+        Rule::arg | Rule::named_arg => "an argument",
+        Rule::record_field => "a field name",
+        _ => "an expression",
+    }
+}
+
+/// Rules that start an expression: reported together as "an expression".
+fn starts_expression(rule: Rule) -> bool {
+    matches!(
+        rule,
+        Rule::number
+            | Rule::string
+            | Rule::boolean
+            | Rule::ident
+            | Rule::call
+            | Rule::list
+            | Rule::tuple_or_paren
+            | Rule::record
+            | Rule::lbracket
+            | Rule::lparen
+            | Rule::lbrace
+            | Rule::neg
+            | Rule::expr
+            | Rule::postfix_expr
+    )
+}
+
+fn starts_item(rule: Rule) -> bool {
+    matches!(
+        rule,
+        Rule::kw_use | Rule::kw_let | Rule::kw_model | Rule::kw_data | Rule::kw_stage
+    )
+}
+
+/// "a, b or c"
+pub fn join_or(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// The token at `pos`, for "found ...": a word, a number, a character, or the end of file.
+fn found_at(text: &str, pos: usize) -> (String, Span) {
+    let rest = &text[pos.min(text.len())..];
+    let Some(first) = rest.chars().next() else {
+        return (
+            "the end of the file".into(),
+            Span::new(text.len(), text.len()),
+        );
+    };
+    let len = if first.is_ascii_alphanumeric() || first == '_' {
+        rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(rest.len())
+    } else if first == '"' {
+        rest[1..]
+            .find(['"', '\n'])
+            .map_or(rest.len(), |i| i + 2)
+            .min(rest.len())
+    } else {
+        first.len_utf8()
+    };
+    let token = &rest[..len];
+    let shown = if first == '\n' || first == '\r' {
+        "the end of the line".to_string()
+    } else {
+        format!("`{token}`")
+    };
+    (shown, Span::new(pos, pos + len))
+}
+
+/// Converts a pest error into our diagnostic.
+pub fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> Error {
+    let pos = match error.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let (found, span) = found_at(text, pos);
+    let (expected, help) = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } => expected_words(positives),
+        ErrorVariant::CustomError { message } => (message.clone(), None),
+    };
+    let expected = if expected.is_empty() {
+        "something else".to_string()
+    } else {
+        expected
+    };
+    Error::Syntax {
+        message: format!("expected {expected}, found {found}"),
+        label: format!("expected {expected}"),
+        span: span.into(),
+        help,
+    }
+}
+
+fn expected_words(positives: &[Rule]) -> (String, Option<String>) {
+    let mut words: Vec<String> = Vec::new();
+    let mut push = |w: &str| {
+        if !words.iter().any(|x| x == w) {
+            words.push(w.to_string());
+        }
+    };
+    let expression = positives.iter().any(|&r| starts_expression(r));
+    let items = positives.iter().filter(|&&r| starts_item(r)).count() >= 2;
+    let mut help = None;
+    if items {
+        push("an item (`use`, `let`, `model`, `data` or `stage`)");
+    }
+    if expression {
+        push("an expression");
+    }
+    for &rule in positives {
+        if (expression && starts_expression(rule)) || (items && starts_item(rule)) {
+            continue;
+        }
+        push(describe(rule));
+    }
+    if positives.contains(&Rule::field_name) && positives.contains(&Rule::rbrace) {
+        help = Some(
+            "stage and phase blocks hold `name: value` fields; a record is `{k: v, ..}`".into(),
+        );
+    }
+    if items && !expression {
+        help = Some("a file holds `use`, `let`, `model`, `data` and `stage` items".into());
+    }
+    (join_or(&words), help)
+}

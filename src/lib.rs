@@ -1,0 +1,5 @@
+//! The `pexc` command line as a library: rendering of diagnostics (human and JSON) and the
+//! commands, so that integration tests drive exactly what the binary runs.
+
+pub mod cli;
+pub mod render;
