@@ -152,13 +152,14 @@ pub enum Error {
         first: SourceSpan,
     },
 
-    #[error("`{name}` is defined in terms of itself")]
+    #[error("`{name}` is defined in terms of itself: {cycle}")]
     #[diagnostic(
         code(pex::name::cycle),
         help("a definition cannot depend on its own value")
     )]
     DefinitionCycle {
         name: String,
+        cycle: String,
         #[label("refers back to `{name}`")]
         span: SourceSpan,
     },
@@ -417,7 +418,7 @@ pub enum Error {
     MissingModel {
         loss: String,
         needed: String,
-        #[label("no {needed} in this stage")]
+        #[label("needs {needed}")]
         span: SourceSpan,
         #[help]
         help: Option<String>,

@@ -26,18 +26,18 @@ impl Checker<'_> {
             DefState::InProgress => {
                 let d = &self.defs[id.0];
                 let (file, name, span) = (d.file, d.name.clone(), d.name_span);
-                self.err(
-                    file,
-                    Error::DefinitionCycle {
-                        name,
-                        span: span.into(),
-                    },
-                );
+                let start = self.def_stack.iter().position(|x| *x == id).unwrap_or(0);
+                let mut path: Vec<String> =
+                    self.def_stack[start..].iter().map(|x| self.defs[x.0].name.clone()).collect();
+                path.push(name.clone());
+                let cycle = path.join(" -> ");
+                self.err(file, Error::DefinitionCycle { name, cycle, span: span.into() });
                 return Val::invalid(file, span);
             }
             DefState::Unvisited => {}
         }
         self.def_state[id.0] = DefState::InProgress;
+        self.def_stack.push(id);
         let file = self.defs[id.0].file;
         let expr = self.def_exprs[id.0];
         let cx = Cx {
@@ -51,6 +51,7 @@ impl Checker<'_> {
             DefKind::Let => self.eval(cx, expr, None),
         };
         // A cycle may have marked this definition invalid meanwhile; keep the first verdict.
+        self.def_stack.pop();
         self.def_state[id.0] = DefState::Done;
         self.defs[id.0].value = Some(value.clone());
         value
@@ -80,10 +81,16 @@ impl Checker<'_> {
             ExprKind::Bool(b) => here(Value::Bool(*b)),
             ExprKind::Name(n) => self.eval_name(cx, n, e.span, expect),
             ExprKind::Call { callee, args } => {
-                if self.lookup(cx, &callee.name).is_some() {
-                    let what = match self.lookup(cx, &callee.name) {
-                        Some(Entry::Def(d)) => format!("a {}", self.defs[d.0].kind.keyword()),
-                        _ => "a definition".into(),
+                if let Some(entry) = self.lookup(cx, &callee.name) {
+                    let what = match entry {
+                        Entry::Def(d) => {
+                            self.def_used[d.0] = true;
+                            format!("a {}", self.defs[d.0].kind.keyword())
+                        }
+                        Entry::Import(i) => {
+                            self.imports[i].used = true;
+                            "an imported definition".into()
+                        }
                     };
                     let help = Some(format!(
                         "to change a definition, update it: `{} with {{ field: value }}`",
@@ -348,12 +355,17 @@ impl Checker<'_> {
     ) -> Val {
         let mut given: Vec<(&'static Param, Val, Span)> = Vec::new();
         let mut ok = true;
+        // A misspelt or positional argument is most likely one of the missing ones: do not
+        // report those as missing too.
+        let mut meant: Vec<&str> = Vec::new();
+        let mut positional_error = false;
         for (i, arg) in args.iter().enumerate() {
             let param = match &arg.name {
                 Some(n) => match ctor.param(&n.name) {
                     Some(p) => p,
                     None => {
                         let help = unknown_arg_help(ctor, &n.name);
+                        meant.extend(suggest::closest(&n.name, ctor.params.iter().map(|p| p.name)));
                         self.err(
                             cx.file,
                             Error::UnknownArg {
@@ -390,6 +402,7 @@ impl Checker<'_> {
                                 help,
                             },
                         );
+                        positional_error = true;
                         ok = false;
                         continue;
                     }
@@ -425,8 +438,9 @@ impl Checker<'_> {
                     && !given.iter().any(|(g, _, _)| g.name == p.name)
             })
             .map(|p| p.name)
+            .filter(|p| !meant.contains(p))
             .collect();
-        if !missing.is_empty() {
+        if !missing.is_empty() && !positional_error {
             let names = if missing.len() == 1 {
                 format!("argument `{}`", missing[0])
             } else {

@@ -181,6 +181,8 @@ pub(crate) struct Checker<'a> {
     def_exprs: Vec<&'a ast::Expr>,
     def_state: Vec<DefState>,
     def_used: Vec<bool>,
+    /// Definitions being evaluated, innermost last: the path of a definition cycle.
+    def_stack: Vec<DefId>,
     scopes: HashMap<FileId, HashMap<String, Entry>>,
     imports: Vec<ImportInfo>,
     prelude: HashMap<String, DefId>,
@@ -226,6 +228,7 @@ impl<'a> Checker<'a> {
             def_exprs: Vec::new(),
             def_state: Vec::new(),
             def_used: Vec::new(),
+            def_stack: Vec::new(),
             scopes: HashMap::new(),
             imports: Vec::new(),
             prelude: HashMap::new(),

@@ -326,6 +326,13 @@ impl Checker<'_> {
             .iter()
             .filter_map(|v| Some((model_name(v), self.model_call(v)?)))
             .collect();
+        // A model list with an error already reported cannot say which models are missing.
+        let models_known = model_vals.len() == models.len()
+            && !phases.iter().any(|p| {
+                ["train", "freeze"]
+                    .iter()
+                    .any(|f| st.field_in(*p, f).is_some_and(|v| v.value.is_invalid()))
+            });
         // Frozen teachers run on the same images: their patch sizes matter too.
         let mut vision_models = models.clone();
         for t in &st.teachers {
@@ -580,7 +587,7 @@ impl Checker<'_> {
                         if !reported.insert((t.span.start, "loss".into())) {
                             continue;
                         }
-                        self.check_loss_term(st, t, &models);
+                        self.check_loss_term(st, t, &models, models_known);
                     }
                 }
             }
@@ -588,8 +595,14 @@ impl Checker<'_> {
         self.check_projector_widths(&models);
     }
 
-    fn check_loss_term(&mut self, st: &CheckedStage, t: &LossTerm, models: &[(String, CallValue)]) {
-        for need in t.term.ctor.needs {
+    fn check_loss_term(
+        &mut self,
+        st: &CheckedStage,
+        t: &LossTerm,
+        models: &[(String, CallValue)],
+        models_known: bool,
+    ) {
+        for need in t.term.ctor.needs.iter().filter(|_| models_known) {
             if !models.iter().any(|(_, c)| c.has_tag(*need)) {
                 let (needed, ctor) = match need {
                     Tag::Vision => ("a vision tower", "vit"),
@@ -713,7 +726,7 @@ fn whole_product(fraction: &Value, batch: i64) -> Option<(bool, String)> {
         Value::Int(i) => Some((true, (i as i128 * batch as i128).to_string())),
         Value::Frac(n, d) => {
             let num = n as i128 * batch as i128;
-            Some((num % d as i128 == 0, format!("{}/{d}", num)))
+            Some((num % d as i128 == 0, format!("{}", num as f64 / d as f64)))
         }
         Value::Float(f) => {
             let x = f * batch as f64;

@@ -7,10 +7,12 @@ use super::parse::Rule;
 use crate::diagnostic::Error;
 use crate::source::Span;
 
+const ITEM: &str = "an item (`use`, `let`, `model`, `data` or `stage`)";
+
 /// What a rule stands for, in words.
 fn describe(rule: Rule) -> &'static str {
     match rule {
-        Rule::EOI => "the end of the file",
+        Rule::EOI | Rule::file => ITEM,
         Rule::field_name => "a field name",
         Rule::ident => "a name",
         Rule::number => "a number",
@@ -56,14 +58,14 @@ fn describe(rule: Rule) -> &'static str {
     }
 }
 
-/// Rules that start an expression: reported together as "an expression".
+/// Rules that start an expression: reported together as "an expression" (when a literal is
+/// among them: a lone `ident` is "a name").
 fn starts_expression(rule: Rule) -> bool {
     matches!(
         rule,
-        Rule::number
+        Rule::ident | Rule::number
             | Rule::string
             | Rule::boolean
-            | Rule::ident
             | Rule::call
             | Rule::list
             | Rule::tuple_or_paren
@@ -97,9 +99,12 @@ pub fn join_or(items: &[String]) -> String {
 fn found_at(text: &str, pos: usize) -> (String, Span) {
     let rest = &text[pos.min(text.len())..];
     let Some(first) = rest.chars().next() else {
+        // Point at the last character of the file: a label past the end cannot be drawn.
+        let trimmed = text.trim_end();
+        let last = trimmed.chars().next_back().map_or(0, char::len_utf8);
         return (
             "the end of the file".into(),
-            Span::new(text.len(), text.len()),
+            Span::new(trimmed.len() - last, trimmed.len()),
         );
     };
     let len = if first.is_ascii_alphanumeric() || first == '_' {
@@ -122,6 +127,21 @@ fn found_at(text: &str, pos: usize) -> (String, Span) {
     (shown, Span::new(pos, pos + len))
 }
 
+/// The end of the line when a string starting at `pos` is not closed on it.
+fn unterminated_string(text: &str, pos: usize) -> Option<usize> {
+    let rest = text.get(pos..)?.strip_prefix('"')?;
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '\n' => return Some(pos + 1 + i),
+            '"' if !escaped => return None,
+            '\\' => escaped = !escaped,
+            _ => escaped = false,
+        }
+    }
+    Some(text.len())
+}
+
 /// Converts a pest error into our diagnostic.
 pub fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> Error {
     let pos = match error.location {
@@ -129,6 +149,14 @@ pub fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> Error {
         InputLocation::Span((s, _)) => s,
     };
     let (found, span) = found_at(text, pos);
+    if let Some(line_end) = unterminated_string(text, pos) {
+        return Error::Syntax {
+            message: "unterminated string".into(),
+            label: "this string has no closing `\"` on its line".into(),
+            span: Span::new(pos, line_end).into(),
+            help: Some("close the string with `\"`; strings cannot span lines (use `\\n`)".into()),
+        };
+    }
     let (expected, help) = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => expected_words(positives),
         ErrorVariant::CustomError { message } => (message.clone(), None),
@@ -138,6 +166,27 @@ pub fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> Error {
     } else {
         expected
     };
+    let before = text[..pos.min(text.len())].trim_end();
+    if found == "`{`" && before.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        return Error::Syntax {
+            message: "a name followed by `{` is not a call".into(),
+            label: "expected `(` or `with` before this".into(),
+            span: span.into(),
+            help: Some(
+                "call a constructor with parentheses, `vit(patch: 16, ..)`; \
+                 update a value with `with`, `tiny with { depth: 12 }`"
+                    .into(),
+            ),
+        };
+    }
+    let starts_with_digit = text[pos.min(text.len())..].starts_with(|c: char| c.is_ascii_digit());
+    let help = help.or_else(|| {
+        (starts_with_digit && expected.contains("an expression")).then(|| {
+            "numbers: `2_000`, `2e-3`, `0.5`, `1/16`, with suffixes K, M, B, T \
+             (powers of 1000) or Ki, Mi, Gi (powers of 1024)"
+                .to_string()
+        })
+    });
     Error::Syntax {
         message: format!("expected {expected}, found {found}"),
         label: format!("expected {expected}"),
@@ -153,7 +202,7 @@ fn expected_words(positives: &[Rule]) -> (String, Option<String>) {
             words.push(w.to_string());
         }
     };
-    let expression = positives.iter().any(|&r| starts_expression(r));
+    let expression = positives.iter().any(|&r| starts_expression(r) && r != Rule::ident);
     let items = positives.iter().filter(|&&r| starts_item(r)).count() >= 2;
     let mut help = None;
     if items {
@@ -162,10 +211,19 @@ fn expected_words(positives: &[Rule]) -> (String, Option<String>) {
     if expression {
         push("an expression");
     }
-    for &rule in positives {
-        if (expression && starts_expression(rule)) || (items && starts_item(rule)) {
-            continue;
-        }
+    let mut rest: Vec<Rule> = positives
+        .iter()
+        .copied()
+        .filter(|&r| !((expression && starts_expression(r)) || (items && starts_item(r))))
+        .collect();
+    // Closing punctuation first, operators and postfix forms last.
+    rest.sort_by_key(|&r| match r {
+        Rule::rbrace | Rule::rparen | Rule::rbracket | Rule::comma | Rule::colon | Rule::equals => 0,
+        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::member | Rule::dot | Rule::with_update | Rule::kw_with => 3,
+        Rule::kw_phase | Rule::kw_teacher | Rule::kw_export | Rule::kw_as => 2,
+        _ => 1,
+    });
+    for rule in rest {
         push(describe(rule));
     }
     if positives.contains(&Rule::field_name) && positives.contains(&Rule::rbrace) {
