@@ -154,13 +154,19 @@ fn check_paths(outcome: &mut Outcome) {
     }
     found.sort_by_key(|(f, _, s)| (*f, s.start));
     found.dedup();
+    let mut missing: Vec<PathBuf> = Vec::new();
     for (file, path, span) in found {
         let Origin::Path(origin) = &checked.loaded.sources.get(file).origin else {
             continue;
         };
         let base = origin.parent().unwrap_or(Path::new(""));
         let resolved = base.join(first_shard(&path));
+        // A file under a missing directory is the same mistake: report the directory once.
+        if missing.iter().any(|m| resolved.starts_with(m)) {
+            continue;
+        }
         if !resolved.exists() {
+            missing.push(resolved.clone());
             outcome.problems.push(
                 file,
                 Error::PathMissing {
@@ -194,6 +200,11 @@ fn first_shard(pattern: &str) -> String {
 fn collect_paths(v: &Val, out: &mut Vec<(FileId, String, pexc_compiler::source::Span)>) {
     match &v.value {
         Value::Call(c) => {
+            // `captions` is relative to `root` (language.md section 1).
+            let root = match (c.ctor.name, c.arg("root").map(|v| &v.value)) {
+                ("image_text", Some(Value::Str(r))) => Some(r.clone()),
+                _ => None,
+            };
             for (name, arg) in &c.args {
                 let is_path = c.ctor.param(name).is_some_and(|p| p.ty == Ty::Path);
                 match &arg.value {
@@ -201,7 +212,11 @@ fn collect_paths(v: &Val, out: &mut Vec<(FileId, String, pexc_compiler::source::
                     Value::Str(s)
                         if is_path && !(c.ctor.name == "mask_logits" && s == "synthetic") =>
                     {
-                        out.push((arg.file, s.clone(), arg.span))
+                        let path = match (&root, *name) {
+                            (Some(r), "captions") => Path::new(r).join(s).display().to_string(),
+                            _ => s.clone(),
+                        };
+                        out.push((arg.file, path, arg.span))
                     }
                     _ => collect_paths(arg, out),
                 }

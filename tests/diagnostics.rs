@@ -11,7 +11,10 @@ use pexc_compiler::{check_file, check_source, FsLoader, Outcome};
 /// Paths relative to the package root, as users type them, so snapshots hold no absolute paths.
 fn relative(path: &Path) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    path.strip_prefix(root).unwrap_or(path).display().to_string()
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn check(path: &Path) -> Outcome {
@@ -46,7 +49,11 @@ fn expected(path: &Path, text: &str) -> Vec<(String, String, usize)> {
                 Some((f, l)) => (f.to_string(), l),
                 None => (rel.clone(), at),
             };
-            (code.to_string(), file, line.trim().parse().expect("a line number"))
+            (
+                code.to_string(),
+                file,
+                line.trim().parse().expect("a line number"),
+            )
         })
         .collect();
     out.sort();
@@ -72,7 +79,11 @@ fn invalid_corpus() {
         let text = String::from_utf8_lossy(&bytes);
         let outcome = check(path);
         let want = expected(path, &text);
-        assert!(!want.is_empty(), "{} declares no `// expect:` line", path.display());
+        assert!(
+            !want.is_empty(),
+            "{} declares no `// expect:` line",
+            path.display()
+        );
         assert_eq!(found(&outcome), want, "diagnostics of {}", path.display());
         insta::assert_snapshot!(rendered(&outcome));
     });
@@ -81,12 +92,26 @@ fn invalid_corpus() {
 
 #[test]
 fn json_shape_of_a_few() {
-    for name in ["many_errors", "stage_cycle", "syntax_end", "import_cycle", "warn_unused"] {
+    for name in [
+        "many_errors",
+        "stage_cycle",
+        "syntax_end",
+        "import_cycle",
+        "warn_unused",
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/invalid/{name}.pex"));
         let outcome = check(&path);
-        let diags: Vec<serde_json::Value> = outcome.problems.list.iter().map(|p| json(p, outcome.sources())).collect();
+        let diags: Vec<serde_json::Value> = outcome
+            .problems
+            .list
+            .iter()
+            .map(|p| json(p, outcome.sources()))
+            .collect();
         let doc = serde_json::json!({ "diagnostics": diags });
-        insta::assert_snapshot!(format!("json_{name}"), serde_json::to_string_pretty(&doc).expect("serialisable"));
+        insta::assert_snapshot!(
+            format!("json_{name}"),
+            serde_json::to_string_pretty(&doc).expect("serialisable")
+        );
     }
 }
 
@@ -115,7 +140,10 @@ fn a_one_megabyte_file_with_an_error_at_the_end() {
     text.push_str("let broken = (1, 2\n");
     let outcome = check_source("big.pex", text.as_bytes());
     let found = found(&outcome);
-    assert_eq!(found, [("pex::syntax".to_string(), "big.pex".to_string(), lines + 1)]);
+    assert_eq!(
+        found,
+        [("pex::syntax".to_string(), "big.pex".to_string(), lines + 1)]
+    );
     insta::assert_snapshot!(rendered(&outcome));
 }
 
@@ -123,7 +151,10 @@ fn a_one_megabyte_file_with_an_error_at_the_end() {
 fn non_utf8_is_a_diagnostic_at_the_first_bad_byte() {
     let outcome = check_source("latin1.pex", b"let a = 1\nlet caf\xe9 = 2\n");
     let found = found(&outcome);
-    assert_eq!(found, [("pex::syntax::utf8".to_string(), "latin1.pex".to_string(), 2)]);
+    assert_eq!(
+        found,
+        [("pex::syntax::utf8".to_string(), "latin1.pex".to_string(), 2)]
+    );
     let span = outcome.problems.list[0].primary().expect("a span");
     assert_eq!(span.offset(), 17);
 }

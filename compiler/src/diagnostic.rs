@@ -33,6 +33,17 @@ pub enum Error {
         span: SourceSpan,
     },
 
+    #[error("more than {limit} operators in one expression")]
+    #[diagnostic(
+        code(pex::syntax::too_long),
+        help("split the expression with `let` definitions")
+    )]
+    TooManyOperators {
+        limit: usize,
+        #[label("limit reached here")]
+        span: SourceSpan,
+    },
+
     #[error("brackets nested more than {limit} deep")]
     #[diagnostic(
         code(pex::syntax::nesting),

@@ -27,11 +27,20 @@ impl Checker<'_> {
                 let d = &self.defs[id.0];
                 let (file, name, span) = (d.file, d.name.clone(), d.name_span);
                 let start = self.def_stack.iter().position(|x| *x == id).unwrap_or(0);
-                let mut path: Vec<String> =
-                    self.def_stack[start..].iter().map(|x| self.defs[x.0].name.clone()).collect();
+                let mut path: Vec<String> = self.def_stack[start..]
+                    .iter()
+                    .map(|x| self.defs[x.0].name.clone())
+                    .collect();
                 path.push(name.clone());
                 let cycle = path.join(" -> ");
-                self.err(file, Error::DefinitionCycle { name, cycle, span: span.into() });
+                self.err(
+                    file,
+                    Error::DefinitionCycle {
+                        name,
+                        cycle,
+                        span: span.into(),
+                    },
+                );
                 return Val::invalid(file, span);
             }
             DefState::Unvisited => {}
@@ -365,7 +374,10 @@ impl Checker<'_> {
                     Some(p) => p,
                     None => {
                         let help = unknown_arg_help(ctor, &n.name);
-                        meant.extend(suggest::closest(&n.name, ctor.params.iter().map(|p| p.name)));
+                        meant.extend(suggest::closest(
+                            &n.name,
+                            ctor.params.iter().map(|p| p.name),
+                        ));
                         self.err(
                             cx.file,
                             Error::UnknownArg {

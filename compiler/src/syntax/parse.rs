@@ -40,6 +40,7 @@ pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
     let file = pairs
         .next()
         .expect("the file rule always produces one pair");
+    check_operators(&file)?;
     let mut items = Vec::new();
     for pair in file.into_inner() {
         match pair.as_rule() {
@@ -52,6 +53,42 @@ pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
         }
     }
     Ok(Module { items })
+}
+
+/// Operators in one expression beyond this are refused: a chain of operators nests as deep
+/// as it is long in the AST, and the checker recurses on it.
+pub const MAX_OPERATORS: usize = 256;
+
+/// Refuses expressions with more than `MAX_OPERATORS` infix, prefix or postfix operators.
+/// Iterative over the pair tree, so that the check itself cannot overflow.
+fn check_operators(file: &Pair<Rule>) -> Result<(), Box<Error>> {
+    for pair in file.clone().into_inner().flatten() {
+        if !matches!(pair.as_rule(), Rule::expr | Rule::postfix_expr) {
+            continue;
+        }
+        let mut count = 0;
+        for op in pair.clone().into_inner() {
+            if matches!(
+                op.as_rule(),
+                Rule::add
+                    | Rule::sub
+                    | Rule::mul
+                    | Rule::div
+                    | Rule::neg
+                    | Rule::member
+                    | Rule::with_update
+            ) {
+                count += 1;
+                if count > MAX_OPERATORS {
+                    return Err(Box::new(Error::TooManyOperators {
+                        limit: MAX_OPERATORS,
+                        span: span(&op).into(),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses bracket nesting deeper than `MAX_NESTING`, skipping strings and comments.

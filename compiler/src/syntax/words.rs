@@ -63,7 +63,8 @@ fn describe(rule: Rule) -> &'static str {
 fn starts_expression(rule: Rule) -> bool {
     matches!(
         rule,
-        Rule::ident | Rule::number
+        Rule::ident
+            | Rule::number
             | Rule::string
             | Rule::boolean
             | Rule::call
@@ -202,7 +203,9 @@ fn expected_words(positives: &[Rule]) -> (String, Option<String>) {
             words.push(w.to_string());
         }
     };
-    let expression = positives.iter().any(|&r| starts_expression(r) && r != Rule::ident);
+    let expression = positives
+        .iter()
+        .any(|&r| starts_expression(r) && r != Rule::ident);
     let items = positives.iter().filter(|&&r| starts_item(r)).count() >= 2;
     let mut help = None;
     if items {
@@ -218,8 +221,17 @@ fn expected_words(positives: &[Rule]) -> (String, Option<String>) {
         .collect();
     // Closing punctuation first, operators and postfix forms last.
     rest.sort_by_key(|&r| match r {
-        Rule::rbrace | Rule::rparen | Rule::rbracket | Rule::comma | Rule::colon | Rule::equals => 0,
-        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::member | Rule::dot | Rule::with_update | Rule::kw_with => 3,
+        Rule::rbrace | Rule::rparen | Rule::rbracket | Rule::comma | Rule::colon | Rule::equals => {
+            0
+        }
+        Rule::add
+        | Rule::sub
+        | Rule::mul
+        | Rule::div
+        | Rule::member
+        | Rule::dot
+        | Rule::with_update
+        | Rule::kw_with => 3,
         Rule::kw_phase | Rule::kw_teacher | Rule::kw_export | Rule::kw_as => 2,
         _ => 1,
     });

@@ -1,0 +1,245 @@
+//! The front end never panics: not on arbitrary bytes, not on experiment files mutated at
+//! random (bytes, tokens, lines), not on pathological nesting. Run more cases with
+//! `PROPTEST_CASES=100000 cargo test --release --test robustness`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use pexc_compiler::{check_file, check_source, Loader};
+use proptest::prelude::*;
+
+/// The root file from memory, everything it imports from disk.
+struct Mutated {
+    root: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl Loader for Mutated {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        if path == self.root {
+            Ok(self.bytes.clone())
+        } else {
+            pexc_compiler::FsLoader.read(path)
+        }
+    }
+}
+
+/// Every .pex file of the repository: the seeds of the mutations.
+fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in [
+        "experiments/pe",
+        "experiments/tiny",
+        "tests/valid",
+        "tests/invalid",
+        "stdlib/std",
+    ] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "pex") {
+                let bytes = std::fs::read(&p).expect("readable");
+                out.push((p, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Words and symbols of the language, to splice in.
+const TOKENS: &[&str] = &[
+    "stage",
+    "phase",
+    "teacher",
+    "export",
+    "model",
+    "data",
+    "let",
+    "use",
+    "with",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    ":",
+    "::",
+    "=",
+    ".",
+    "+",
+    "-",
+    "*",
+    "/",
+    "\"",
+    "//",
+    "///",
+    "\n",
+    " ",
+    "0",
+    "-1",
+    "1/0",
+    "0/0",
+    "1e308",
+    "1e-400",
+    "99999999999999999999",
+    "9223372036854775807",
+    "2K",
+    "32Ki",
+    "5.4B",
+    "1.0005K",
+    "vit",
+    "clip",
+    "lamb",
+    "frozen",
+    "layer(0)",
+    ".layer(-99)",
+    ".last",
+    "core",
+    "vision",
+    "text",
+    "train",
+    "resolution",
+    "batch",
+    "loss",
+    "init",
+    "true",
+    "none",
+    "cls",
+    "std::pe",
+    "\"x.pex\"",
+    "é",
+    "\u{0}",
+    "\u{feff}",
+];
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Delete { at: usize, len: usize },
+    InsertBytes { at: usize, bytes: Vec<u8> },
+    InsertToken { at: usize, token: usize },
+    Duplicate { at: usize, len: usize, to: usize },
+    SwapLines { a: usize, b: usize },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 1usize..40).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
+            .prop_map(|(at, bytes)| Mutation::InsertBytes { at, bytes }),
+        (any::<usize>(), 0..TOKENS.len())
+            .prop_map(|(at, token)| Mutation::InsertToken { at, token }),
+        (any::<usize>(), 1usize..200, any::<usize>())
+            .prop_map(|(at, len, to)| Mutation::Duplicate { at, len, to }),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines { a, b }),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    let n = bytes.len().max(1);
+    match m {
+        Mutation::Delete { at, len } => {
+            let at = at % n;
+            let end = (at + len).min(bytes.len());
+            if at < end {
+                bytes.drain(at..end);
+            }
+        }
+        Mutation::InsertBytes { at, bytes: b } => {
+            let at = at % (bytes.len() + 1);
+            bytes.splice(at..at, b.iter().copied());
+        }
+        Mutation::InsertToken { at, token } => {
+            let at = at % (bytes.len() + 1);
+            bytes.splice(at..at, TOKENS[*token].bytes());
+        }
+        Mutation::Duplicate { at, len, to } => {
+            let at = at % n;
+            let end = (at + len).min(bytes.len());
+            if at < end {
+                let piece: Vec<u8> = bytes[at..end].to_vec();
+                let to = to % (bytes.len() + 1);
+                bytes.splice(to..to, piece);
+            }
+        }
+        Mutation::SwapLines { a, b } => {
+            let mut lines: Vec<Vec<u8>> =
+                bytes.split(|&c| c == b'\n').map(<[u8]>::to_vec).collect();
+            let k = lines.len();
+            lines.swap(a % k, b % k);
+            *bytes = lines.join(&b'\n');
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = check_source("fuzz.pex", &bytes);
+    }
+
+    #[test]
+    fn arbitrary_token_soup_never_panics(tokens in proptest::collection::vec(0..TOKENS.len(), 0..200)) {
+        let text: String = tokens.iter().map(|&t| TOKENS[t]).collect::<Vec<_>>().join(" ");
+        let _ = check_source("soup.pex", text.as_bytes());
+    }
+
+    #[test]
+    fn mutated_experiments_never_panic(seed in any::<usize>(), mutations in proptest::collection::vec(mutation(), 1..6)) {
+        let files = corpus();
+        prop_assume!(!files.is_empty());
+        let (path, original) = &files[seed % files.len()];
+        let mut bytes = original.clone();
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        let loader = Mutated { root: path.clone(), bytes };
+        let display = path.display().to_string();
+        let outcome = check_file(path, &display, &loader).expect("the root is in memory");
+        // Whatever the input, every diagnostic points inside its file.
+        for p in &outcome.problems.list {
+            let len = outcome.sources().get(p.file).text.len();
+            if let Some(span) = p.primary() {
+                prop_assert!(span.offset() + span.len() <= len, "span {:?} past the end ({len}) for {}", span, p.code());
+            }
+        }
+    }
+}
+
+#[test]
+fn deep_nesting_is_a_diagnostic_not_a_stack_overflow() {
+    for open in ["(", "[", "{", "f(", "a with {b: "] {
+        let text = format!("let x = {}", open.repeat(100_000));
+        let outcome = check_source("deep.pex", text.as_bytes());
+        let codes: Vec<String> = outcome.problems.list.iter().map(|p| p.code()).collect();
+        assert_eq!(codes, ["pex::syntax::nesting"], "for {open:?}");
+    }
+}
+
+#[test]
+fn long_operator_chains_are_a_diagnostic_not_a_stack_overflow() {
+    // No brackets, so no nesting limit: a chain of operators nests as deep as it is long.
+    for text in [
+        format!("let x = 1{}\n", " + 1".repeat(20_000)),
+        format!("let x = {}1\n", "-".repeat(20_000)),
+        format!("let x = vision{}\n", ".last".repeat(20_000)),
+        format!("let x = vision{}\n", " with {}".repeat(20_000)),
+    ] {
+        let outcome = check_source("chain.pex", text.as_bytes());
+        let codes: Vec<String> = outcome.problems.list.iter().map(|p| p.code()).collect();
+        assert_eq!(codes, ["pex::syntax::too_long"]);
+    }
+    // Up to the limit, long sums are fine.
+    let text = format!("let x = 1{}\n", " + 1".repeat(200));
+    assert!(check_source("sum.pex", text.as_bytes())
+        .problems
+        .list
+        .is_empty());
+}
