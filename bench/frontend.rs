@@ -22,7 +22,10 @@ fn library() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     for dir in ["experiments/pe", "experiments/tiny"] {
-        for e in std::fs::read_dir(root.join(dir)).expect("the library exists").flatten() {
+        for e in std::fs::read_dir(root.join(dir))
+            .expect("the library exists")
+            .flatten()
+        {
             if e.path().extension().is_some_and(|x| x == "pex") {
                 files.push(e.path());
             }
@@ -61,15 +64,26 @@ fn generated(target_bytes: usize) -> String {
 fn main() {
     let files = library();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rel: Vec<String> = files.iter().map(|f| f.strip_prefix(root).unwrap_or(f).display().to_string()).collect();
-    let bytes: usize = files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len() as usize)).sum();
+    let rel: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(root).unwrap_or(f).display().to_string())
+        .collect();
+    let bytes: usize = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len() as usize))
+        .sum();
 
     // 1a. The binary, as users run it.
     let bin = env!("CARGO_BIN_EXE_pexc");
     let mut runs = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let status = Command::new(bin).arg("check").args(&rel).current_dir(root).status().expect("pexc runs");
+        let status = Command::new(bin)
+            .arg("check")
+            .args(&rel)
+            .current_dir(root)
+            .status()
+            .expect("pexc runs");
         runs.push(t.elapsed());
         assert!(status.success(), "the library checks clean");
     }
@@ -90,7 +104,10 @@ fn main() {
         }
         runs.push(t.elapsed());
     }
-    println!("  in-process: median {:.2} ms per pass over the library (50 passes)", median(runs).as_secs_f64() * 1e3);
+    println!(
+        "  in-process: median {:.2} ms per pass over the library (50 passes)",
+        median(runs).as_secs_f64() * 1e3
+    );
 
     // 2. Throughput on a large file.
     let text = generated(8 << 20);
@@ -99,7 +116,11 @@ fn main() {
         let t = Instant::now();
         let o = check_source("generated.pex", text.as_bytes());
         runs.push(t.elapsed());
-        assert!(o.problems.list.is_empty(), "the generated file is clean: {:?}", o.problems.list.first().map(|p| p.code()));
+        assert!(
+            o.problems.list.is_empty(),
+            "the generated file is clean: {:?}",
+            o.problems.list.first().map(|p| p.code())
+        );
     }
     let m = median(runs);
     println!(

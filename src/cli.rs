@@ -202,7 +202,7 @@ fn collect_paths(v: &Val, out: &mut Vec<(FileId, String, pexc_compiler::source::
         Value::Call(c) => {
             // `captions` is relative to `root` (language.md section 1).
             let root = match (c.ctor.name, c.arg("root").map(|v| &v.value)) {
-                ("image_text", Some(Value::Str(r))) => Some(r.clone()),
+                ("image_text" | "video_text", Some(Value::Str(r))) => Some(r.clone()),
                 _ => None,
             };
             for (name, arg) in &c.args {

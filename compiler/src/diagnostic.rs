@@ -457,6 +457,33 @@ pub enum Error {
         help: Option<String>,
     },
 
+    #[error("{loss} needs {needed} as its teacher, but `{teacher}` is {found}")]
+    #[diagnostic(code(pex::teacher::kind))]
+    TeacherKind {
+        loss: String,
+        needed: String,
+        teacher: String,
+        found: String,
+        #[label("{found}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{arg}` of `{ctor}` must be {needed}, but `{model}` is {found}")]
+    #[diagnostic(code(pex::model::kind))]
+    ModelKind {
+        ctor: String,
+        arg: String,
+        needed: String,
+        model: String,
+        found: String,
+        #[label("{found}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("{what}")]
     #[diagnostic(code(pex::model::width_mismatch))]
     WidthMismatch {

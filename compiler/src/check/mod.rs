@@ -405,6 +405,15 @@ impl<'a> Checker<'a> {
         None
     }
 
+    /// The definition a name of the root file stands for (its own, imported, or prelude).
+    fn root_def(&self, name: &str) -> Option<DefId> {
+        match self.scopes.get(&self.loaded.root).and_then(|s| s.get(name)) {
+            Some(Entry::Def(d)) => Some(*d),
+            Some(Entry::Import(i)) => self.imports[*i].target,
+            None => self.prelude.get(name).copied(),
+        }
+    }
+
     fn evaluate_defs(&mut self) {
         for i in 0..self.defs.len() {
             self.ensure_def(DefId(i));

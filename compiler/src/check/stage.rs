@@ -10,7 +10,7 @@ use pexc_stdlib::{stage_field, Tag, Ty, STAGE_FIELDS, UNITS};
 use super::eval::show_number;
 use super::suggest;
 use super::value::*;
-use super::{Binding, CheckedPhase, CheckedStage, Checker, Cx, FieldVal};
+use super::{Binding, CheckedPhase, CheckedStage, Checker, Cx, FieldVal, Produced};
 use crate::diagnostic::Error;
 use crate::source::Span;
 use crate::syntax::ast::{self, Item, StageItem};
@@ -336,9 +336,7 @@ impl Checker<'_> {
         // Frozen teachers run on the same images: their patch sizes matter too.
         let mut vision_models = models.clone();
         for t in &st.teachers {
-            if let Some((name, call)) = self.teacher_model(&t.value) {
-                vision_models.push((name, call));
-            }
+            vision_models.extend(self.teacher_models(&t.value));
         }
         vision_models.retain(|(_, c)| c.has_tag(Tag::Vision));
 
@@ -588,11 +586,13 @@ impl Checker<'_> {
                             continue;
                         }
                         self.check_loss_term(st, t, &models, models_known);
+                        self.check_teacher_kind(st, t);
                     }
                 }
             }
         }
         self.check_projector_widths(&models);
+        self.check_captioner(st);
     }
 
     fn check_loss_term(
@@ -670,6 +670,154 @@ impl Checker<'_> {
     }
 
     /// The model behind a teacher: `frozen(m)` or `frozen(m).layer(k)`.
+    /// Every model behind a teacher: a tap's model, a frozen model and its text tower, or
+    /// the models a frozen stage trains.
+    fn teacher_models(&self, v: &Val) -> Vec<(String, CallValue)> {
+        match &v.value {
+            Value::Call(c) if c.ctor.name == "frozen" => {
+                let mut out = Vec::new();
+                match c.arg("model").map(|m| &m.value) {
+                    Some(Value::Stage(s)) => out.extend(self.stage_models(s)),
+                    Some(Value::Model(_)) => out.extend(self.teacher_model(v)),
+                    _ => {}
+                }
+                if let Some(text) = c.arg("text") {
+                    out.extend(self.model_call(text).map(|call| (model_name(text), call)));
+                }
+                out
+            }
+            _ => self.teacher_model(v).into_iter().collect(),
+        }
+    }
+
+    /// The models stage `name` trains, with their declarations.
+    fn stage_models(&self, name: &str) -> Vec<(String, CallValue)> {
+        let Some(syn) = self.stage_syn.iter().find(|s| s.name == name) else {
+            return Vec::new();
+        };
+        syn.produces
+            .iter()
+            .filter_map(|(n, p)| match p {
+                Produced::Model(Some(def)) => {
+                    let id = self.root_def(def)?;
+                    let r = ModelRef::Def(id, def.clone());
+                    let call = super::model_call(&self.defs, &r)?.clone();
+                    Some((format!("{name}.{n}"), call))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The checks of a loss term on its teacher: distillation needs a frozen CLIP, token
+    /// losses need tokens.
+    fn check_teacher_kind(&mut self, st: &CheckedStage, t: &LossTerm) {
+        let Some(arg) = t.term.arg("teacher") else {
+            return;
+        };
+        let (shown, teacher) = match &arg.value {
+            Value::Teacher(n) => match st.teachers.iter().find(|b| &b.name == n) {
+                Some(b) => (n.clone(), b.value.clone()),
+                None => return,
+            },
+            _ => ("the teacher".to_string(), arg.clone()),
+        };
+        let has_invalid_arg =
+            matches!(&teacher.value, Value::Call(c) if c.args.iter().any(|(_, a)| a.is_invalid()));
+        if teacher.is_invalid() || has_invalid_arg {
+            return;
+        }
+        let is_mask_logits =
+            matches!(&teacher.value, Value::Call(c) if c.ctor.name == "mask_logits");
+        let frozen_stage = match &teacher.value {
+            Value::Call(c) if c.ctor.name == "frozen" => match c.arg("model").map(|m| &m.value) {
+                Some(Value::Stage(s)) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let loss = format!("`{}`", t.term.ctor.name);
+        let (needed, found, help) = match t.term.ctor.name {
+            "distill_kl" => {
+                let models = self.teacher_models(&teacher);
+                let has = |tag| models.iter().any(|(_, c)| c.has_tag(tag));
+                if has(Tag::Vision) && has(Tag::TextEncoder) {
+                    return;
+                }
+                let found = if is_mask_logits {
+                    "mask logits".to_string()
+                } else if let Some(s) = &frozen_stage {
+                    format!("stage `{s}`, which does not train both a vision and a text tower")
+                } else if has(Tag::Vision) {
+                    "a frozen vision tower without its text tower".to_string()
+                } else {
+                    "not a CLIP".to_string()
+                };
+                (
+                    "a frozen CLIP (a vision and a text tower)",
+                    found,
+                    "write `frozen(stage)` for a stage that trains both towers, or \
+                     `frozen(vision, text: text)` for a CLIP from checkpoints",
+                )
+            }
+            "token_cosine" | "pairwise_similarity" if frozen_stage.is_some() => (
+                "the tokens of one model",
+                format!("the whole stage `{}`", frozen_stage.unwrap_or_default()),
+                "tap one model of the stage: `frozen(stage.vision).layer(k)`",
+            ),
+            "token_cosine" if is_mask_logits => (
+                "the tokens of a model",
+                "mask logits".to_string(),
+                "mask logits are compared by `pairwise_similarity`, which matches similarity matrices",
+            ),
+            _ => return,
+        };
+        self.err(
+            t.file,
+            Error::TeacherKind {
+                loss,
+                needed: needed.into(),
+                teacher: shown,
+                found,
+                span: arg.span.into(),
+                help: Some(help.into()),
+            },
+        );
+    }
+
+    /// The captioner's models must be what its arguments say.
+    fn check_captioner(&mut self, st: &CheckedStage) {
+        let Some(f) = st.field("caption") else { return };
+        let Value::Call(c) = &f.value.value else {
+            return;
+        };
+        for (arg, tag, needed) in [
+            ("vision", Tag::Vision, "a vision tower (`vit`)"),
+            ("projector", Tag::Projector, "a projector (`mlp_projector`)"),
+            ("decoder", Tag::Decoder, "a text decoder (`text_decoder`)"),
+        ] {
+            let Some(v) = c.arg(arg) else { continue };
+            let Some(call) = self.model_call(v) else {
+                continue;
+            };
+            if !call.has_tag(tag) {
+                let found = format!("{} (`{}`)", model_role(&call), call.ctor.name);
+                self.err(
+                    v.file,
+                    Error::ModelKind {
+                        ctor: "captioner".into(),
+                        arg: arg.into(),
+                        needed: needed.into(),
+                        model: model_name(v),
+                        found,
+                        span: v.span.into(),
+                        help: Some(format!("pass {needed} as `{arg}`")),
+                    },
+                );
+            }
+        }
+    }
+
     fn teacher_model(&self, v: &Val) -> Option<(String, CallValue)> {
         let model = match &v.value {
             Value::Tap(t) => t.model.clone(),
@@ -704,6 +852,21 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+}
+
+/// What a model is, in words.
+fn model_role(c: &CallValue) -> &'static str {
+    if c.has_tag(Tag::Vision) {
+        "a vision tower"
+    } else if c.has_tag(Tag::TextEncoder) {
+        "a text tower"
+    } else if c.has_tag(Tag::Decoder) {
+        "a text decoder"
+    } else if c.has_tag(Tag::Projector) {
+        "a projector"
+    } else {
+        "a model"
     }
 }
 
