@@ -38,7 +38,7 @@ fn library() -> Vec<PathBuf> {
 /// A realistic large experiment: many model, data and constant definitions and stages with
 /// phases, teachers and losses, every definition used.
 fn generated(target_bytes: usize) -> String {
-    let mut s = String::from("use std::pe::{pe_core_l14, clip_text_l, metaclip_augment}\n\n");
+    let mut s = String::from("use std::pe::{clip_text_l, metaclip_augment}\n\n");
     let mut i = 0;
     while s.len() < target_bytes {
         s.push_str(&format!(
@@ -123,6 +123,34 @@ fn main() {
         );
     }
     let m = median(runs);
+    let mut parse_runs = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let module = pexc_compiler::syntax::parse_module(&text).expect("parses");
+        parse_runs.push(t.elapsed());
+        assert!(!module.items.is_empty());
+    }
+    let pm = median(parse_runs);
+    {
+        use pest::Parser;
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let pairs = pexc_compiler::syntax::parse::PexParser::parse(
+                pexc_compiler::syntax::parse::Rule::file,
+                &text,
+            )
+            .expect("ok");
+            runs.push(t.elapsed());
+            drop(pairs);
+        }
+        println!("  pest alone: {:.0} ms", median(runs).as_secs_f64() * 1e3);
+    }
+    println!(
+        "  of which parsing to the AST: median {:.0} ms, {:.1} MB/s",
+        pm.as_secs_f64() * 1e3,
+        text.len() as f64 / 1e6 / pm.as_secs_f64()
+    );
     println!(
         "front end (parse + resolve + check) on a generated {:.1} MB file: median {:.0} ms, {:.1} MB/s",
         text.len() as f64 / 1e6,

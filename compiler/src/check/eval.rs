@@ -264,7 +264,7 @@ impl Checker<'_> {
             return self.def_ref(d, cx, span);
         }
         if cx.file == self.loaded.root {
-            if let Some(i) = self.stage_syn.iter().position(|s| s.name == name) {
+            if let Some(&i) = self.stage_index.get(name) {
                 if let Some(from) = cx.stage {
                     self.edges.push((from, i, span));
                 }
@@ -626,7 +626,11 @@ impl Checker<'_> {
         match &b.value {
             Value::Invalid => invalid,
             Value::Stage(stage) => {
-                let Some(syn) = self.stage_syn.iter().find(|s| &s.name == stage) else {
+                let Some(syn) = self
+                    .stage_index
+                    .get(stage.as_str())
+                    .map(|&i| &self.stage_syn[i])
+                else {
                     return invalid;
                 };
                 if args.is_some() {

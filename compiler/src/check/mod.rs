@@ -187,6 +187,8 @@ pub(crate) struct Checker<'a> {
     imports: Vec<ImportInfo>,
     prelude: HashMap<String, DefId>,
     stage_syn: Vec<StageSyn>,
+    /// Stage name -> index in `stage_syn`.
+    stage_index: HashMap<String, usize>,
     /// (from stage, to stage, span in the root file): `from` refers to `to`.
     edges: Vec<(usize, usize, Span)>,
 }
@@ -233,6 +235,7 @@ impl<'a> Checker<'a> {
             imports: Vec::new(),
             prelude: HashMap::new(),
             stage_syn: Vec::new(),
+            stage_index: HashMap::new(),
             edges: Vec::new(),
         }
     }
@@ -288,9 +291,11 @@ impl<'a> Checker<'a> {
             if module.file == loaded.root {
                 for item in &ast.items {
                     if let Item::Stage(s) = item {
-                        if self.stage_syn.iter().any(|x| x.name == s.name.name) {
+                        if self.stage_index.contains_key(&s.name.name) {
                             continue;
                         }
+                        self.stage_index
+                            .insert(s.name.name.clone(), self.stage_syn.len());
                         self.stage_syn.push(StageSyn {
                             name: s.name.name.clone(),
                             span: s.name.span,

@@ -40,11 +40,7 @@ impl Checker<'_> {
                 if !seen.insert(s.name.name.clone()) {
                     continue;
                 }
-                let idx = self
-                    .stage_syn
-                    .iter()
-                    .position(|x| x.name == s.name.name)
-                    .unwrap_or(0);
+                let idx = self.stage_index.get(&s.name.name).copied().unwrap_or(0);
                 out.push(self.check_stage(idx, s));
             }
         }
@@ -692,7 +688,7 @@ impl Checker<'_> {
 
     /// The models stage `name` trains, with their declarations.
     fn stage_models(&self, name: &str) -> Vec<(String, CallValue)> {
-        let Some(syn) = self.stage_syn.iter().find(|s| s.name == name) else {
+        let Some(syn) = self.stage_index.get(name).map(|&i| &self.stage_syn[i]) else {
             return Vec::new();
         };
         syn.produces

@@ -40,7 +40,7 @@ pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
     let file = pairs
         .next()
         .expect("the file rule always produces one pair");
-    check_operators(&file)?;
+    check_pairs(&file, text)?;
     let mut items = Vec::new();
     for pair in file.into_inner() {
         match pair.as_rule() {
@@ -59,31 +59,73 @@ pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
 /// as it is long in the AST, and the checker recurses on it.
 pub const MAX_OPERATORS: usize = 256;
 
-/// Refuses expressions with more than `MAX_OPERATORS` infix, prefix or postfix operators.
-/// Iterative over the pair tree, so that the check itself cannot overflow.
-fn check_operators(file: &Pair<Rule>) -> Result<(), Box<Error>> {
-    for pair in file.clone().into_inner().flatten() {
-        if !matches!(pair.as_rule(), Rule::expr | Rule::postfix_expr) {
-            continue;
-        }
-        let mut count = 0;
-        for op in pair.clone().into_inner() {
-            if matches!(
-                op.as_rule(),
-                Rule::add
-                    | Rule::sub
-                    | Rule::mul
-                    | Rule::div
-                    | Rule::neg
-                    | Rule::member
-                    | Rule::with_update
-            ) {
-                count += 1;
-                if count > MAX_OPERATORS {
-                    return Err(Box::new(Error::TooManyOperators {
-                        limit: MAX_OPERATORS,
-                        span: span(&op).into(),
-                    }));
+/// Words that cannot name anything.
+pub fn is_keyword(word: &str) -> bool {
+    matches!(
+        word,
+        "use"
+            | "let"
+            | "model"
+            | "data"
+            | "stage"
+            | "phase"
+            | "teacher"
+            | "export"
+            | "with"
+            | "as"
+            | "true"
+            | "false"
+    )
+}
+
+/// What the grammar leaves to a pass over the parsed tokens: keywords used as names, and
+/// expressions with more than `MAX_OPERATORS` infix, prefix or postfix operators. One pass
+/// over pest's token queue, iterative, allocating only a stack of open rules.
+fn check_pairs(file: &Pair<Rule>, text: &str) -> Result<(), Box<Error>> {
+    use pest::Token;
+    // Open rules: (rule, start, operators seen directly inside it).
+    let mut open: Vec<(Rule, usize, usize)> = Vec::new();
+    for token in file.clone().tokens() {
+        match token {
+            Token::Start { rule, pos } => {
+                let start = pos.pos();
+                if let Some(parent) = open.last_mut() {
+                    let is_op = matches!(
+                        rule,
+                        Rule::add
+                            | Rule::sub
+                            | Rule::mul
+                            | Rule::div
+                            | Rule::neg
+                            | Rule::member
+                            | Rule::with_update
+                    );
+                    if parent.0 == Rule::expr && is_op {
+                        parent.2 += 1;
+                        if parent.2 > MAX_OPERATORS {
+                            return Err(Box::new(Error::TooManyOperators {
+                                limit: MAX_OPERATORS,
+                                span: Span::new(start, start + 1).into(),
+                            }));
+                        }
+                    }
+                }
+                open.push((rule, start, 0));
+            }
+            Token::End { rule, pos } => {
+                let Some((_, start, _)) = open.pop() else {
+                    continue;
+                };
+                if rule == Rule::ident {
+                    let word = &text[start..pos.pos()];
+                    if is_keyword(word) {
+                        return Err(Box::new(Error::Syntax {
+                            message: format!("expected a name, found `{word}`"),
+                            label: "expected a name".into(),
+                            span: Span::new(start, pos.pos()).into(),
+                            help: Some(format!("`{word}` is a keyword; choose another name")),
+                        }));
+                    }
                 }
             }
         }
@@ -301,6 +343,7 @@ fn pratt() -> &'static PrattParser<Rule> {
             .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
             .op(Op::infix(Rule::mul, Assoc::Left) | Op::infix(Rule::div, Assoc::Left))
             .op(Op::prefix(Rule::neg))
+            .op(Op::postfix(Rule::member) | Op::postfix(Rule::with_update))
     })
 }
 
@@ -310,11 +353,12 @@ fn parse_expr(pair: Pair<Rule>) -> Expr {
 
 fn parse_expr_pairs(pairs: Pairs<Rule>) -> Expr {
     pratt()
-        .map_primary(parse_postfix_expr)
+        .map_primary(parse_primary)
         .map_prefix(|op, rhs| Expr {
             span: span(&op).to(rhs.span),
             kind: ExprKind::Neg(Box::new(rhs)),
         })
+        .map_postfix(parse_postfix)
         .map_infix(|lhs, op, rhs| {
             let op = match op.as_rule() {
                 Rule::add => BinOp::Add,
@@ -334,53 +378,51 @@ fn parse_expr_pairs(pairs: Pairs<Rule>) -> Expr {
         .parse(pairs)
 }
 
-fn parse_postfix_expr(pair: Pair<Rule>) -> Expr {
-    let mut parts = pair.into_inner();
-    let mut expr = parse_primary(parts.next().expect("postfix expression has an operand"));
-    for op in parts {
-        let op_span = span(&op);
-        match op.as_rule() {
-            Rule::member => {
-                let mut m = inner(op);
-                let name = ident(m.next().expect("member has a name"));
-                let args = m.next().map(parse_args);
-                expr = Expr {
-                    span: expr.span.to(op_span),
-                    kind: ExprKind::Member {
-                        base: Box::new(expr),
-                        name,
-                        args,
-                    },
-                };
-            }
-            _ => {
-                let record = inner(op).next().expect("with has a record");
-                let fields = parse_record_fields(record);
-                expr = Expr {
-                    span: expr.span.to(op_span),
-                    kind: ExprKind::With {
-                        base: Box::new(expr),
-                        fields,
-                    },
-                };
+/// `.name`, `.name(args)` or `with { .. }` applied to `base`.
+fn parse_postfix(base: Expr, op: Pair<Rule>) -> Expr {
+    let whole = base.span.to(span(&op));
+    let kind = match op.as_rule() {
+        Rule::member => {
+            let mut m = inner(op);
+            let name = ident(m.next().expect("member has a name"));
+            let args = m.next().map(parse_args);
+            ExprKind::Member {
+                base: Box::new(base),
+                name,
+                args,
             }
         }
-    }
-    expr
+        _ => {
+            let record = inner(op).next().expect("with has a record");
+            ExprKind::With {
+                base: Box::new(base),
+                fields: parse_record_fields(record),
+            }
+        }
+    };
+    Expr { span: whole, kind }
 }
 
 fn parse_primary(pair: Pair<Rule>) -> Expr {
-    let s = span(&pair);
+    let mut s = span(&pair);
     let kind = match pair.as_rule() {
         Rule::number => parse_number(pair.as_str()),
         Rule::string => ExprKind::Str(unescape(pair.as_str())),
         Rule::boolean => ExprKind::Bool(pair.as_str() == "true"),
-        Rule::ident => ExprKind::Name(pair.as_str().to_string()),
-        Rule::call => {
+        Rule::name_or_call => {
             let mut parts = inner(pair);
-            let callee = ident(parts.next().expect("call has a callee"));
-            let args = parse_args(parts.next().expect("call has arguments"));
-            ExprKind::Call { callee, args }
+            let callee = ident(parts.next().expect("a name"));
+            match parts.next() {
+                Some(args) => ExprKind::Call {
+                    callee,
+                    args: parse_args(args),
+                },
+                None => {
+                    // The pair also holds the whitespace skipped while looking for `(`.
+                    s = callee.span;
+                    ExprKind::Name(callee.name)
+                }
+            }
         }
         Rule::list => ExprKind::List(inner(pair).map(parse_expr).collect()),
         Rule::tuple_or_paren => {
@@ -402,9 +444,8 @@ fn parse_primary(pair: Pair<Rule>) -> Expr {
 
 fn parse_args(pair: Pair<Rule>) -> Vec<Arg> {
     inner(pair)
-        .map(|arg| {
-            let s = span(&arg);
-            let a = arg.into_inner().next().expect("argument has a child");
+        .map(|a| {
+            let s = span(&a);
             match a.as_rule() {
                 Rule::named_arg => {
                     let mut parts = inner(a);

@@ -52,22 +52,21 @@ fn describe(rule: Rule) -> &'static str {
         Rule::use_decl | Rule::let_decl | Rule::model_decl | Rule::data_decl | Rule::stage_decl => {
             "an item"
         }
-        Rule::arg | Rule::named_arg => "an argument",
+        Rule::named_arg => "an argument",
         Rule::record_field => "a field name",
         _ => "an expression",
     }
 }
 
-/// Rules that start an expression: reported together as "an expression" (when a literal is
-/// among them: a lone `ident` is "a name").
+/// Rules that start an expression: reported together as "an expression".
 fn starts_expression(rule: Rule) -> bool {
     matches!(
         rule,
-        Rule::ident
+        Rule::callee
             | Rule::number
             | Rule::string
             | Rule::boolean
-            | Rule::call
+            | Rule::name_or_call
             | Rule::list
             | Rule::tuple_or_paren
             | Rule::record
@@ -76,7 +75,6 @@ fn starts_expression(rule: Rule) -> bool {
             | Rule::lbrace
             | Rule::neg
             | Rule::expr
-            | Rule::postfix_expr
     )
 }
 
@@ -203,9 +201,7 @@ fn expected_words(positives: &[Rule]) -> (String, Option<String>) {
             words.push(w.to_string());
         }
     };
-    let expression = positives
-        .iter()
-        .any(|&r| starts_expression(r) && r != Rule::ident);
+    let expression = positives.iter().any(|&r| starts_expression(r));
     let items = positives.iter().filter(|&&r| starts_item(r)).count() >= 2;
     let mut help = None;
     if items {
