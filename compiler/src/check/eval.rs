@@ -330,14 +330,18 @@ impl Checker<'_> {
     /// A use of a definition: models by identity, everything else by value.
     fn def_ref(&mut self, d: DefId, cx: Cx, span: Span) -> Val {
         self.def_used[d.0] = true;
-        let value = self.ensure_def(d);
         if self.defs[d.0].kind == DefKind::Model {
+            // Models are used by identity: evaluate (once) for its diagnostics, no copy.
+            if self.def_state[d.0] != DefState::Done {
+                self.ensure_def(d);
+            }
             return Val::new(
                 Value::Model(ModelRef::Def(d, self.defs[d.0].name.clone())),
                 cx.file,
                 span,
             );
         }
+        let value = self.ensure_def(d);
         Val {
             file: cx.file,
             span,
@@ -434,12 +438,9 @@ impl Checker<'_> {
                 continue;
             }
             let v = self.eval_as(cx, &arg.value, &param.ty);
-            self.constrain(
-                cx,
-                &v,
-                param.constraint,
-                &format!("`{}` of `{}`", param.name, ctor.name),
-            );
+            self.constrain(cx, &v, param.constraint, || {
+                format!("`{}` of `{}`", param.name, ctor.name)
+            });
             given.push((param, v, name_span));
         }
         let missing: Vec<&str> = ctor
@@ -587,12 +588,9 @@ impl Checker<'_> {
             }
             seen.push((param.name, f.name.span));
             let v = self.eval_as(cx, &f.value, &param.ty);
-            self.constrain(
-                cx,
-                &v,
-                param.constraint,
-                &format!("`{}` of `{}`", param.name, ctor.name),
-            );
+            self.constrain(cx, &v, param.constraint, || {
+                format!("`{}` of `{}`", param.name, ctor.name)
+            });
             match call.args.iter_mut().find(|(n, _)| *n == param.name) {
                 Some(slot) => slot.1 = v,
                 None => call.args.push((param.name, v)),
@@ -1009,8 +1007,14 @@ impl Checker<'_> {
         Val::invalid(v.file, v.span)
     }
 
-    /// Reports a value outside its constraint.
-    pub(super) fn constrain(&mut self, cx: Cx, v: &Val, c: Constraint, what: &str) {
+    /// Reports a value outside its constraint; `what` names it, built only on an error.
+    pub(super) fn constrain(
+        &mut self,
+        cx: Cx,
+        v: &Val,
+        c: Constraint,
+        what: impl FnOnce() -> String,
+    ) {
         if c == Constraint::None {
             return;
         }
@@ -1026,7 +1030,7 @@ impl Checker<'_> {
         self.err(
             cx.file,
             Error::OutOfRange {
-                what: what.to_string(),
+                what: what(),
                 constraint: c.described(),
                 value: show_number(&v.value),
                 span: v.span.into(),

@@ -240,7 +240,7 @@ impl Checker<'_> {
                 v = self.reject_teachers(cx, v, teachers);
             }
             let v = self.conform(cx, v, &schema.ty);
-            self.constrain(cx, &v, schema.constraint, &format!("`{name}`"));
+            self.constrain(cx, &v, schema.constraint, || format!("`{name}`"));
             out.push(FieldVal {
                 name: schema.name,
                 name_span: f.name.span,
