@@ -28,6 +28,12 @@ pub struct Cli {
 pub enum Command {
     /// Parse and check experiment files; report every diagnostic.
     Check(CheckArgs),
+    /// The lowered plan: stages, phases, steps, tokens, FLOPs, memory.
+    Plan(crate::plan_cmd::PlanArgs),
+    /// The stage DAG, as Graphviz DOT or Mermaid.
+    Graph(crate::plan_cmd::GraphArgs),
+    /// Every resolved value (or the one at PATH) and where it came from.
+    Explain(crate::plan_cmd::ExplainArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,6 +62,15 @@ pub enum Format {
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Check(args) => check(&args, &mut std::io::stdout(), &mut std::io::stderr()),
+        Command::Plan(args) => {
+            crate::plan_cmd::plan(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Graph(args) => {
+            crate::plan_cmd::graph(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Explain(args) => {
+            crate::plan_cmd::explain(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
     }
 }
 
@@ -122,7 +137,7 @@ fn count(n: usize, what: &str) -> String {
     }
 }
 
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),

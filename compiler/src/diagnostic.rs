@@ -143,6 +143,30 @@ pub enum Error {
     },
 
     // ------------------------------------------------------------------ names
+    #[error("`--set {path}`: {what}")]
+    #[diagnostic(code(pex::set::unknown_path))]
+    SetUnknownPath {
+        path: String,
+        what: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`--set` takes `path=value`, found `{text}`")]
+    #[diagnostic(
+        code(pex::set::malformed),
+        help("a path of names joined by dots, `=`, and a value in pex syntax: `--set core.batch=32K`, `--set core.r98.samples=1M`, `--set vision.depth=12`")
+    )]
+    SetMalformed {
+        text: String,
+        #[label("{why}")]
+        span: SourceSpan,
+        why: String,
+    },
+
     #[error("unknown name `{name}`")]
     #[diagnostic(code(pex::name::unknown))]
     UnknownName {
@@ -324,6 +348,18 @@ pub enum Error {
         span: SourceSpan,
         #[label("first unit")]
         first: SourceSpan,
+    },
+
+    #[error("{unit} of `{data}` cannot be planned: its size is known only when it is read")]
+    #[diagnostic(
+        code(pex::plan::epochs_unknown_size),
+        help("write `steps: N` or `samples: N` for data read from files; epochs work on generated data, whose size the plan knows")
+    )]
+    EpochsUnknownSize {
+        unit: String,
+        data: String,
+        #[label("epochs of a dataset of unknown size")]
+        span: SourceSpan,
     },
 
     #[error("{block} has no unit of work")]

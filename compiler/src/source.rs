@@ -51,6 +51,8 @@ pub enum Origin {
     Path(PathBuf),
     /// A `std::` module embedded in the binary.
     Std(String),
+    /// The n-th `--set path=value` of the command line (0-based).
+    Set(usize),
 }
 
 /// One source file. `text` is the file's content; a file that is not UTF-8 holds its lossy

@@ -59,6 +59,11 @@ impl Checker<'_> {
             DefKind::Data => self.eval_as(cx, expr, &Ty::Of(Kind::Data)),
             DefKind::Let => self.eval(cx, expr, None),
         };
+        let value = if self.overrides.is_empty() {
+            value
+        } else {
+            self.apply_def_overrides(id, value)
+        };
         // A cycle may have marked this definition invalid meanwhile; keep the first verdict.
         self.def_stack.pop();
         self.def_state[id.0] = DefState::Done;
@@ -587,7 +592,8 @@ impl Checker<'_> {
                 continue;
             }
             seen.push((param.name, f.name.span));
-            let v = self.eval_as(cx, &f.value, &param.ty);
+            let mut v = self.eval_as(cx, &f.value, &param.ty);
+            v.provenance = Provenance::With;
             self.constrain(cx, &v, param.constraint, || {
                 format!("`{}` of `{}`", param.name, ctor.name)
             });
@@ -596,17 +602,7 @@ impl Checker<'_> {
                 None => call.args.push((param.name, v)),
             }
         }
-        // Defaults derived from other arguments follow them: `mlp = 4 * width`.
-        call.args.retain(|(n, v)| {
-            !(v.provenance == Provenance::Default
-                && matches!(
-                    ctor.param(n).map(|p| p.default),
-                    Some(DefaultValue::Times(..))
-                ))
-        });
-        fill_defaults(&mut call, cx, span);
-        call.args
-            .sort_by_key(|(n, _)| ctor.params.iter().position(|p| p.name == *n));
+        refresh_defaults(&mut call, cx, span);
         Val::new(Value::Call(Box::new(call)), cx.file, span)
     }
 
@@ -1014,13 +1010,13 @@ impl Checker<'_> {
         v: &Val,
         c: Constraint,
         what: impl FnOnce() -> String,
-    ) {
+    ) -> bool {
         if c == Constraint::None {
-            return;
+            return true;
         }
-        let Some(x) = v.as_f64() else { return };
+        let Some(x) = v.as_f64() else { return true };
         if c.admits(x) {
-            return;
+            return true;
         }
         let help = match c {
             Constraint::Fraction => Some("fractions are in (0, 1]: `1/16`, `0.4`, `1`".to_string()),
@@ -1037,6 +1033,7 @@ impl Checker<'_> {
                 help,
             },
         );
+        false
     }
 }
 
@@ -1117,6 +1114,19 @@ fn plural_kind(k: Kind) -> String {
 }
 
 /// Fills omitted arguments with the catalogue's defaults, in the catalogue's order.
+/// After an update: defaults derived from other arguments follow them (`mlp = 4 * width`).
+pub(super) fn refresh_defaults(call: &mut CallValue, cx: Cx, span: Span) {
+    let ctor = call.ctor;
+    call.args.retain(|(n, v)| {
+        !(v.provenance == Provenance::Default
+            && matches!(
+                ctor.param(n).map(|p| p.default),
+                Some(DefaultValue::Times(..))
+            ))
+    });
+    fill_defaults(call, cx, span);
+}
+
 fn fill_defaults(call: &mut CallValue, cx: Cx, span: Span) {
     let ctor = call.ctor;
     for p in ctor.params {

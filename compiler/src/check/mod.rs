@@ -4,6 +4,7 @@
 //! with an error evaluates to `Value::Invalid`, which later checks accept silently.
 
 mod eval;
+pub mod set;
 mod stage;
 pub mod suggest;
 pub mod value;
@@ -191,15 +192,36 @@ pub(crate) struct Checker<'a> {
     stage_index: HashMap<String, usize>,
     /// (from stage, to stage, span in the root file): `from` refers to `to`.
     edges: Vec<(usize, usize, Span)>,
+    /// `--set` overrides, and whether each found its target.
+    overrides: Vec<set::Override>,
+    override_done: Vec<bool>,
 }
 
 /// Checks a loaded program. Diagnostics go to `problems`.
 pub fn check(loaded: Loaded, problems: &mut Problems) -> Checked {
+    check_with(loaded, Vec::new(), problems)
+}
+
+/// Checks a loaded program with `--set` overrides applied.
+pub fn check_with(
+    loaded: Loaded,
+    overrides: Vec<set::Override>,
+    problems: &mut Problems,
+) -> Checked {
     let (defs, stages, graph) = {
         let mut checker = Checker::new(&loaded, problems);
+        checker.override_done = vec![false; overrides.len()];
+        checker.overrides = overrides;
         checker.collect();
+        // An override's value is read in the root file's scope.
+        if let Some(root_scope) = checker.scopes.get(&loaded.root).cloned() {
+            for o in &checker.overrides {
+                checker.scopes.insert(o.file, root_scope.clone());
+            }
+        }
         checker.evaluate_defs();
         let stages = checker.check_stages();
+        checker.report_unapplied_overrides();
         checker.warn_unused();
         let graph = StageGraph::build(
             checker
@@ -237,6 +259,8 @@ impl<'a> Checker<'a> {
             stage_syn: Vec::new(),
             stage_index: HashMap::new(),
             edges: Vec::new(),
+            overrides: Vec::new(),
+            override_done: Vec::new(),
         }
     }
 

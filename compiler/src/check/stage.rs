@@ -148,6 +148,9 @@ impl Checker<'_> {
                 _ => {}
             }
         }
+        if !self.overrides.is_empty() {
+            self.apply_stage_overrides(cx, &s.name.name, s.name.span, &mut fields, &mut phases);
+        }
         let stage = CheckedStage {
             name: s.name.name.clone(),
             name_span: s.name.span,
@@ -404,7 +407,7 @@ impl Checker<'_> {
         }
 
         let mut reported: HashSet<(usize, String)> = HashSet::new();
-        let mut previous_resolution: Option<(i64, Span)> = None;
+        let mut previous_resolution: Option<(i64, (crate::source::FileId, Span))> = None;
         for p in &phases {
             // Resolution against every vision tower's patch size.
             if let Some(res_field) = st.field_in(*p, "resolution") {
@@ -426,7 +429,7 @@ impl Checker<'_> {
                                 Some(format!("the smallest valid resolution is {patch}"))
                             };
                             self.err(
-                                file,
+                                res_field.value.file,
                                 Error::NotDivisible {
                                     resolution: res,
                                     patch,
@@ -442,18 +445,21 @@ impl Checker<'_> {
                             st.phases[i].fields.iter().any(|f| f.name == "resolution")
                         });
                         if res < prev && set_here {
+                            // A secondary label must be in the same file (a `--set` may
+                            // have written either).
                             self.err(
-                                file,
+                                res_field.value.file,
                                 Error::ResolutionDecreases {
                                     from: prev,
                                     to: res,
                                     span: res_field.value.span.into(),
-                                    previous: Some(prev_span.into()),
+                                    previous: (prev_span.0 == res_field.value.file)
+                                        .then(|| prev_span.1.into()),
                                 },
                             );
                         }
                     }
-                    previous_resolution = Some((res, res_field.value.span));
+                    previous_resolution = Some((res, (res_field.value.file, res_field.value.span)));
                 }
             }
 
@@ -485,9 +491,9 @@ impl Checker<'_> {
                                         batch,
                                         product: product.1,
                                         span: fraction.span.into(),
-                                        batch_span: (fraction.file == file)
-                                            .then(|| batch_field.map(|b| b.value.span.into()))
-                                            .flatten(),
+                                        batch_span: batch_field
+                                            .filter(|b| b.value.file == fraction.file)
+                                            .map(|b| b.value.span.into()),
                                         help,
                                     },
                                 );
@@ -519,6 +525,7 @@ impl Checker<'_> {
                     let other = acc_field
                         .filter(|_| accumulate > 1)
                         .or(st.field("devices"))
+                        .filter(|f| f.value.file == bf.value.file)
                         .map(|f| f.value.span.into());
                     let below = batch / by * by;
                     let help = Some(format!(
@@ -527,7 +534,7 @@ impl Checker<'_> {
                         below + by
                     ));
                     self.err(
-                        file,
+                        bf.value.file,
                         Error::BatchIndivisible {
                             batch,
                             by,
@@ -548,10 +555,11 @@ impl Checker<'_> {
                 };
                 if !is_video && reported.insert((video.value.span.start, "video".into())) {
                     self.err(
-                        file,
+                        video.value.file,
                         Error::FramePoolOnImages {
                             span: video.value.span.into(),
-                            data: (data.value.file == file).then_some(data.value.span.into()),
+                            data: (data.value.file == video.value.file)
+                                .then_some(data.value.span.into()),
                         },
                     );
                 }

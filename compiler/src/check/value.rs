@@ -16,6 +16,10 @@ pub enum Provenance {
     Written,
     /// The catalogue's default of an argument of the call at its span.
     Default,
+    /// Written in a `with { .. }` update at its span.
+    With,
+    /// A `--set` override (its file is the override's own source).
+    Set,
 }
 
 /// A value with its origin.

@@ -38,7 +38,7 @@ impl StageGraph {
             }
         }
         let order = match toposort(&g, None) {
-            Ok(order) => order.into_iter().map(|n| g[n]).collect(),
+            Ok(_) => declaration_first(&after),
             Err(_) => {
                 report_cycles(&g, &nodes, file, problems);
                 (0..nodes.len()).collect()
@@ -50,6 +50,27 @@ impl StageGraph {
             order,
         }
     }
+}
+
+/// A topological order that runs stages in declaration order wherever the dependencies
+/// allow (Kahn's algorithm, the first-declared ready stage first), so that plans read
+/// like the file. `after` must be acyclic.
+fn declaration_first(after: &[Vec<usize>]) -> Vec<usize> {
+    let n = after.len();
+    let mut waiting: Vec<usize> = after.iter().map(Vec::len).collect();
+    let mut done = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    while order.len() < n {
+        let Some(next) = (0..n).find(|&i| !done[i] && waiting[i] == 0) else {
+            break;
+        };
+        done[next] = true;
+        order.push(next);
+        for (i, deps) in after.iter().enumerate() {
+            waiting[i] -= deps.iter().filter(|&&d| d == next).count();
+        }
+    }
+    order
 }
 
 /// One diagnostic per strongly connected component that holds a cycle.

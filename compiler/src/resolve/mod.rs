@@ -238,7 +238,7 @@ impl State<'_> {
             ModuleSource::File(rel) => {
                 let base = match &self.sources.get(from).origin {
                     Origin::Path(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
-                    Origin::Std(_) => {
+                    Origin::Std(_) | Origin::Set(_) => {
                         problems.push(
                             from,
                             Error::ImportUnreadable {

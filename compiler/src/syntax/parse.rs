@@ -55,6 +55,23 @@ pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
     Ok(Module { items })
 }
 
+/// Parses a lone expression (the value of a `--set` override), with the same checks as a
+/// file.
+pub fn parse_expression(text: &str) -> Result<Expr, Box<Error>> {
+    check_nesting(text)?;
+    let mut pairs = PexParser::parse(Rule::expr_only, text)
+        .map_err(|e| Box::new(words::syntax_error(text, e)))?;
+    let whole = pairs
+        .next()
+        .expect("the expr_only rule always produces one pair");
+    check_pairs(&whole, text)?;
+    let expr = whole
+        .into_inner()
+        .find(|p| p.as_rule() == Rule::expr)
+        .expect("expr_only holds an expression");
+    Ok(parse_expr(expr))
+}
+
 /// Operators in one expression beyond this are refused: a chain of operators nests as deep
 /// as it is long in the AST, and the checker recurses on it.
 pub const MAX_OPERATORS: usize = 256;

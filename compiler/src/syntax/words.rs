@@ -13,6 +13,7 @@ const ITEM: &str = "an item (`use`, `let`, `model`, `data` or `stage`)";
 fn describe(rule: Rule) -> &'static str {
     match rule {
         Rule::EOI | Rule::file => ITEM,
+        Rule::expr_only => "an expression",
         Rule::field_name => "a field name",
         Rule::ident => "a name",
         Rule::number => "a number",
