@@ -16,7 +16,9 @@
 //!   teachers 1 x; a vision tower runs the blocks its consumers need (a projector reading
 //!   block k runs k blocks) and its pooling and projection only for embedding losses;
 //!   `mask_regularization` adds the trained vision towers' cost for its fraction of the
-//!   batch; video samples cost their frames; a caption stage costs one forward per clip;
+//!   batch; video samples cost their frames; a caption stage costs one forward per clip
+//!   (the captioner reads every frame of a clip: vision per frame, all frames' tokens into
+//!   the projector and, with the caption, through the decoder; its batch defaults to 16);
 //! - memory per device: the micro-batch is batch / devices / accumulate; fp32 holds
 //!   everything in 4 bytes; bf16 keeps fp32 master weights plus a bf16 copy of trained
 //!   models, frozen models in bf16, fp32 gradients and optimizer moments, bf16 activations.
@@ -186,14 +188,24 @@ impl Lowerer<'_> {
                 })
                 .unwrap_or(0);
             let (batch, steps, samples, work) = if caption.is_some() {
-                let count = data_size(data_val).map_or(0, |(all, _)| all);
                 let batch = int(p, "batch").map_or(16, |b| b.max(1) as u64);
-                (
-                    batch,
-                    count.div_ceil(batch),
-                    count,
-                    format!("every clip of the data once ({count}), {batch} per batch"),
-                )
+                match data_size(data_val) {
+                    Some((count, _)) => (
+                        batch,
+                        count.div_ceil(batch),
+                        count,
+                        format!("every clip of the data once ({count}), {batch} per batch"),
+                    ),
+                    // Files on the training machine: counted when read.
+                    None => (
+                        batch,
+                        0,
+                        0,
+                        format!(
+                            "every clip of the data once (counted at run time), {batch} per batch"
+                        ),
+                    ),
+                }
             } else {
                 let batch = int(p, "batch").map_or(1, |b| b.max(1) as u64);
                 let (steps, work) = self.work(st, p, batch, data_val, problems);
