@@ -109,6 +109,43 @@ fn main() {
         median(runs).as_secs_f64() * 1e3
     );
 
+    // 1c. `pexc plan` on the largest experiment (issue 3: under 20 ms), as users run it,
+    // and check + lowering in-process.
+    let largest = rel
+        .iter()
+        .zip(&files)
+        .max_by_key(|(_, f)| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .map(|(r, _)| r.clone())
+        .expect("a library");
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .args(["plan", &largest])
+            .current_dir(root)
+            .output()
+            .expect("pexc runs");
+        runs.push(t.elapsed());
+        assert!(out.status.success(), "{largest} plans");
+    }
+    println!(
+        "pexc plan {largest}: median {:.1} ms per run (20 runs, process start included)",
+        median(runs).as_secs_f64() * 1e3
+    );
+    let mut runs = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let o = check_file(Path::new(&largest), &largest, &FsLoader).expect("readable");
+        let mut problems = pexc_compiler::Problems::default();
+        let plan = pexc_compiler::lower::lower(&o.checked, &mut problems);
+        runs.push(t.elapsed());
+        assert!(!plan.stages.is_empty() && problems.list.is_empty());
+    }
+    println!(
+        "  in-process check + lowering: median {:.2} ms (50 runs)",
+        median(runs).as_secs_f64() * 1e3
+    );
+
     // 2. Throughput on a large file.
     let text = generated(8 << 20);
     let mut runs = Vec::new();
