@@ -1,2 +1,8 @@
-//! The pexc runtime: executes a lowered plan with burn. It arrives with the runtime issue;
-//! the crate exists now so the workspace layout is the final one.
+//! The pexc runtime: executes a lowered plan with burn.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod loss;
+pub mod optim;
+pub mod rundir;
+pub mod schedule;
