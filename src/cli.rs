@@ -34,6 +34,8 @@ pub enum Command {
     Graph(crate::plan_cmd::GraphArgs),
     /// Every resolved value (or the one at PATH) and where it came from.
     Explain(crate::plan_cmd::ExplainArgs),
+    /// Format files canonically (in place; --check only reports).
+    Fmt(crate::fmt_cmd::FmtArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +72,9 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Explain(args) => {
             crate::plan_cmd::explain(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Fmt(args) => {
+            crate::fmt_cmd::fmt(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
     }
 }

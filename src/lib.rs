@@ -2,4 +2,7 @@
 //! commands, so that integration tests drive exactly what the binary runs.
 
 pub mod cli;
+pub mod explain;
+pub mod fmt_cmd;
+pub mod plan_cmd;
 pub mod render;

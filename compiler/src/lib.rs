@@ -4,7 +4,9 @@
 
 pub mod check;
 pub mod diagnostic;
+pub mod fmt;
 pub mod graph;
+pub mod lower;
 pub mod resolve;
 pub mod source;
 pub mod syntax;
@@ -36,9 +38,32 @@ impl Outcome {
 /// Loads, parses and checks the file at `path`, shown in diagnostics as `display`.
 /// An unreadable root file is an `io::Error`; every other problem is a diagnostic.
 pub fn check_file(path: &Path, display: &str, loader: &dyn Loader) -> io::Result<Outcome> {
+    check_file_with(path, display, loader, &[])
+}
+
+/// As `check_file`, with `--set path=value` overrides applied. Each override becomes a
+/// source file of its own (named `--set`), so that its diagnostics point into it.
+pub fn check_file_with(
+    path: &Path,
+    display: &str,
+    loader: &dyn Loader,
+    sets: &[String],
+) -> io::Result<Outcome> {
     let mut problems = Problems::default();
-    let loaded = resolve::load(path, display, loader, &mut problems)?;
-    let checked = check::check(loaded, &mut problems);
+    let mut loaded = resolve::load(path, display, loader, &mut problems)?;
+    let mut overrides = Vec::new();
+    for (i, text) in sets.iter().enumerate() {
+        let file = loaded.sources.add(source::SourceFile::new(
+            "--set".into(),
+            source::Origin::Set(i),
+            text.clone(),
+        ));
+        match check::set::Override::parse(file, text) {
+            Ok(o) => overrides.push(o),
+            Err(e) => problems.push(file, *e),
+        }
+    }
+    let checked = check::check_with(loaded, overrides, &mut problems);
     Ok(Outcome { checked, problems })
 }
 

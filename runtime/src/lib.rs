@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod loss;
+pub mod model;
 pub mod optim;
 pub mod rundir;
 pub mod schedule;

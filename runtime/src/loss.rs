@@ -78,6 +78,22 @@ pub fn token_cosine<B: Backend>(student: Tensor<B, 3>, target: Tensor<B, 3>) -> 
     cos.neg().add_scalar(1.0).mean()
 }
 
+/// Mask regularisation as PE describes it: the masked copies' tokens at the masked
+/// positions are pulled to the unmasked originals' tokens there: 1 - cosine, averaged over
+/// the positions where `weight` (copies, tokens) is 1.
+pub fn masked_token_cosine<B: Backend>(
+    student: Tensor<B, 3>,
+    target: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let cos = normalize(student)
+        .mul(normalize(target))
+        .sum_dim(2)
+        .squeeze_dim::<2>(2);
+    let total = weight.clone().sum().clamp_min(1.0);
+    cos.neg().add_scalar(1.0).mul(weight).sum().div(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +156,20 @@ mod tests {
         let b = Tensor::<B, 3>::from_floats([[[2.0, 0.0], [1.0, 0.0]]], &Default::default());
         // Token 1: same direction (0); token 2: orthogonal (1). Mean 0.5.
         assert!((scalar(token_cosine(a, b)) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn masked_token_cosine_averages_only_the_masked_positions() {
+        let a = Tensor::<B, 3>::from_floats(
+            [[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]],
+            &Default::default(),
+        );
+        let b = Tensor::<B, 3>::from_floats(
+            [[[2.0, 0.0], [1.0, 0.0], [-1.0, -1.0]]],
+            &Default::default(),
+        );
+        // Positions 1 and 2 masked: orthogonal (1) and opposite (2); position 0 ignored.
+        let w = Tensor::<B, 2>::from_floats([[0.0, 1.0, 1.0]], &Default::default());
+        assert!((scalar(masked_token_cosine(a, b, w)) - 1.5).abs() < 1e-6);
     }
 }

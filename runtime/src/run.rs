@@ -1,0 +1,307 @@
+//! `pexc run`: executes a plan stage by stage in DAG order into a run directory, reusing
+//! stages whose content hash is unchanged, resuming interrupted ones, then evaluates and
+//! writes the report.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use pexc_compiler::lower::plan::{ModelInit, Plan, Role, StageKind, StagePlan};
+use serde_json::{json, Value};
+
+use crate::backend::{self, Choice, Resolved};
+use crate::checkpoint::{self, Stored};
+use crate::report;
+use crate::rundir::{write_atomic, Lock, RunDir};
+use crate::train::{self, StageOptions};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    pub backend: Choice,
+    pub resume: bool,
+    /// Run only this stage and what it needs.
+    pub stage: Option<String>,
+    /// A few steps per phase, to check that everything runs.
+    pub smoke: bool,
+    /// The sources to copy into the run directory: (name as shown, text).
+    pub sources: Vec<(String, String)>,
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub backend: String,
+    pub trained: Vec<String>,
+    pub reused: Vec<String>,
+    pub eval: Value,
+    pub stopped: bool,
+}
+
+/// The stages to run: all, or `only` and everything it depends on, in plan order.
+fn selected<'p>(plan: &'p Plan, only: Option<&str>) -> Result<Vec<&'p StagePlan>, String> {
+    let Some(name) = only else {
+        return Ok(plan.stages.iter().collect());
+    };
+    if plan.stage(name).is_none() {
+        let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+        return Err(format!(
+            "--stage {name}: no such stage (stages: {})",
+            names.join(", ")
+        ));
+    }
+    let mut need = vec![name.to_string()];
+    let mut i = 0;
+    while i < need.len() {
+        if let Some(s) = plan.stage(&need[i]) {
+            for a in &s.after {
+                if !need.contains(a) {
+                    need.push(a.clone());
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(plan.stages.iter().filter(|s| need.contains(&s.name)).collect())
+}
+
+/// Runs a plan.
+pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary, String> {
+    let resolved = backend::resolve(opts.backend)?;
+    if opts.progress {
+        eprintln!("pexc: backend {}", resolved.name());
+    }
+    match resolved {
+        Resolved::Cpu => run_with::<backend::CpuTrain>(plan, opts, &Default::default(), resolved),
+        #[cfg(feature = "cuda")]
+        Resolved::Cuda => run_with::<backend::CudaTrain>(plan, opts, &Default::default(), resolved),
+        #[cfg(not(feature = "cuda"))]
+        Resolved::Cuda => Err("this pexc was built without CUDA".into()),
+    }
+}
+
+fn run_with<B: AutodiffBackend>(
+    plan: &Plan,
+    opts: &RunOptions,
+    device: &B::Device,
+    resolved: Resolved,
+) -> Result<RunSummary, String> {
+    let started = Instant::now();
+    let dir = RunDir::create(&opts.out)
+        .map_err(|e| format!("cannot create `{}`: {e}", opts.out.display()))?;
+    let _lock = Lock::acquire(&dir)?;
+    let stages = selected(plan, opts.stage.as_deref())?;
+    // Everything a stage cannot do fails before any training starts.
+    for s in &stages {
+        check_supported(s)?;
+    }
+    let plan_json = serde_json::to_string_pretty(plan).map_err(|e| e.to_string())?;
+    write_atomic(&dir.path("plan.json"), plan_json.as_bytes())
+        .map_err(|e| format!("plan.json: {e}"))?;
+    for (name, text) in &opts.sources {
+        let rel = name.trim_start_matches("./").replace("..", "_");
+        write_atomic(&dir.path(&format!("sources/{rel}")), text.as_bytes())
+            .map_err(|e| format!("sources: {e}"))?;
+    }
+
+    let mut summary = RunSummary {
+        backend: resolved.name().into(),
+        ..Default::default()
+    };
+    let mut eval: serde_json::Map<String, Value> = std::fs::read_to_string(dir.path("eval.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    for stage in stages {
+        let record_path = dir.stage_record(&stage.name);
+        let record: Option<Value> = std::fs::read_to_string(&record_path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
+        let reusable = !opts.smoke
+            && record.as_ref().is_some_and(|r| {
+                r["hash"] == stage.hash.as_str()
+                    && r["checkpoint"]
+                        .as_str()
+                        .is_some_and(|p| dir.root.join(p).exists())
+            });
+        if reusable {
+            if opts.progress {
+                eprintln!("pexc: stage `{}` unchanged (hash {}): reused", stage.name, &stage.hash[..12]);
+            }
+            summary.reused.push(stage.name.clone());
+            continue;
+        }
+        let _ = std::fs::remove_file(&record_path);
+        let init = initial_weights(stage, plan, &dir)?;
+        let sopts = StageOptions {
+            resume: opts.resume,
+            checkpoint_every: 50,
+            max_steps_per_phase: opts.smoke.then_some(2),
+            progress: opts.progress,
+        };
+        let trained = train::train_stage::<B>(stage, &dir, &init, &sopts, device)?;
+        if trained.stopped {
+            summary.stopped = true;
+            if opts.progress {
+                eprintln!(
+                    "pexc: stopped; `pexc run --resume` continues from {}",
+                    trained.last_checkpoint.display()
+                );
+            }
+            break;
+        }
+        // Evaluate on held-out data, export, and record the stage as done.
+        let valid = trained.model.valid();
+        let ds_tok = {
+            let phase = stage.phases.first().ok_or("a stage without phases")?;
+            match &phase.data {
+                Some(pexc_compiler::lower::plan::DataPlan::Source(c)) => {
+                    let ds = crate::data::open(c, crate::data::Split::Train)
+                        .map_err(|e| e.to_string())?;
+                    train::tokenizer_for(ds.as_ref(), trained.towers.text_config.vocab)?
+                }
+                _ => return Err(format!("stage `{}`: no data to evaluate", stage.name)),
+            }
+        };
+        let e = crate::eval::evaluate(
+            &valid,
+            stage,
+            &ds_tok,
+            trained.towers.text_config.context,
+            device,
+        )?;
+        eval.insert(stage.name.clone(), e);
+        write_atomic(
+            &dir.path("eval.json"),
+            serde_json::to_string_pretty(&Value::Object(eval.clone()))
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+        .map_err(|err| format!("eval.json: {err}"))?;
+        for ex in &stage.exports {
+            let field = if ex.model == trained.towers.vision {
+                "vision"
+            } else if ex.model == trained.towers.text {
+                "text"
+            } else {
+                continue;
+            };
+            let tensors: Vec<(String, Stored)> = match field {
+                "vision" => checkpoint::collect(&valid.vision, ""),
+                _ => checkpoint::collect(&valid.text, ""),
+            };
+            checkpoint::save(
+                &dir.path(&format!("exports/{}.safetensors", ex.name)),
+                &tensors,
+                &json!({"stage": stage.name, "model": ex.model, "layout": "pexc"}),
+            )?;
+        }
+        let rel = trained
+            .last_checkpoint
+            .strip_prefix(&dir.root)
+            .unwrap_or(&trained.last_checkpoint)
+            .to_string_lossy()
+            .into_owned();
+        let record = json!({
+            "hash": stage.hash,
+            "checkpoint": rel,
+            "towers": {"vision": trained.towers.vision, "text": trained.towers.text},
+        });
+        write_atomic(&record_path, record.to_string().as_bytes())
+            .map_err(|err| format!("{}: {err}", record_path.display()))?;
+        summary.trained.push(stage.name.clone());
+    }
+    summary.eval = Value::Object(eval.clone());
+
+    // The report, with plots.
+    let metrics = dir.read_metrics();
+    for st in &plan.stages {
+        let (loss, lr) = report::series(&metrics, &st.name);
+        if loss.iter().all(|(_, p)| p.is_empty()) {
+            continue;
+        }
+        let _ = write_atomic(
+            &dir.path(&format!("plots/{}_loss.svg", st.name)),
+            report::svg_plot(&format!("{}: loss", st.name), "loss", &loss).as_bytes(),
+        );
+        let _ = write_atomic(
+            &dir.path(&format!("plots/{}_lr.svg", st.name)),
+            report::svg_plot(&format!("{}: learning rate", st.name), "lr", &lr).as_bytes(),
+        );
+    }
+    let md = report::markdown(
+        plan,
+        &metrics,
+        &Value::Object(eval),
+        resolved.name(),
+        started.elapsed().as_secs_f64(),
+    );
+    write_atomic(&dir.path("report.md"), md.as_bytes()).map_err(|e| format!("report.md: {e}"))?;
+    Ok(summary)
+}
+
+/// What this runtime cannot run yet is an error before anything starts.
+fn check_supported(stage: &StagePlan) -> Result<(), String> {
+    if stage.kind == StageKind::Caption {
+        return Err(format!(
+            "stage `{}`: data-engine (caption) stages are not supported by this runtime yet",
+            stage.name
+        ));
+    }
+    train::clip::towers(stage).map(|_| ())
+}
+
+/// The starting weights of the stage's towers that come from earlier stages, keyed by
+/// path inside the tower.
+fn initial_weights(
+    stage: &StagePlan,
+    plan: &Plan,
+    dir: &RunDir,
+) -> Result<HashMap<String, HashMap<String, Stored>>, String> {
+    let mut out = HashMap::new();
+    for m in &stage.models {
+        let field = match m.role {
+            Role::Vision => "vision",
+            Role::Text => "text",
+            _ => continue,
+        };
+        match &m.init {
+            ModelInit::Random => {}
+            ModelInit::Weights { path } => {
+                return Err(format!(
+                    "stage `{}`: `{}` starts from `{path}`: loading checkpoint files into training is not supported by this runtime yet",
+                    stage.name, m.name
+                ))
+            }
+            ModelInit::Stage { stage: from, model } => {
+                if plan.stage(from).is_none() {
+                    return Err(format!("stage `{from}` is not in the plan"));
+                }
+                let record: Value = std::fs::read_to_string(dir.stage_record(from))
+                    .ok()
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .ok_or_else(|| format!("stage `{from}` has not finished in this run directory"))?;
+                let ckpt = record["checkpoint"].as_str().unwrap_or_default();
+                let src_field = if record["towers"]["vision"] == model.as_str() {
+                    "vision"
+                } else if record["towers"]["text"] == model.as_str() {
+                    "text"
+                } else {
+                    return Err(format!("stage `{from}` did not train `{model}`"));
+                };
+                let (tensors, _) = checkpoint::load(&dir.root.join(ckpt))?;
+                let prefix = format!("{src_field}.");
+                let inner: HashMap<String, Stored> = tensors
+                    .into_iter()
+                    .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|r| (r.to_string(), v)))
+                    .collect();
+                out.insert(field.to_string(), inner);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,423 @@
+//! The training loop of a stage: phases in order (resolution and batch change, model and
+//! optimizer state carry over), the plan's lr segments, global-norm clipping, metrics per
+//! step, atomic checkpoints, resumption, a clean stop on Ctrl-C.
+
+pub mod clip;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
+use pexc_compiler::lower::plan::{DataPlan, PhasePlan, StagePlan};
+use serde_json::json;
+
+use crate::checkpoint::{self, Stored};
+use crate::data::{self, Dataset, Split};
+use crate::optim::{global_grad_norm, OptimConfig, Optimizer};
+use crate::rng::SplitMix;
+use crate::rundir::RunDir;
+use crate::schedule::lr_at;
+use clip::{Batch, ClipModel, Towers};
+
+/// How a stage runs.
+#[derive(Clone, Debug)]
+pub struct StageOptions {
+    /// Continue from the stage's last checkpoint when there is one.
+    pub resume: bool,
+    /// A checkpoint every this many steps (and at the end of every phase).
+    pub checkpoint_every: u64,
+    /// At most this many steps per phase (`--smoke`).
+    pub max_steps_per_phase: Option<u64>,
+    /// Progress on stderr.
+    pub progress: bool,
+}
+
+/// Set by Ctrl-C: the loop checkpoints and stops at the next step boundary.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The result of a stage.
+pub struct Trained<B: AutodiffBackend> {
+    pub model: ClipModel<B>,
+    pub towers: Towers,
+    pub last_checkpoint: std::path::PathBuf,
+    pub stopped: bool,
+}
+
+/// Tokens for a batch of captions.
+fn tokens<B: AutodiffBackend>(
+    tok: &data::Tokenizer,
+    texts: &[String],
+    context: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let mut ids = Vec::with_capacity(texts.len() * context);
+    for t in texts {
+        ids.extend(tok.encode(t, context).0);
+    }
+    Tensor::from_data(TensorData::new(ids, [texts.len(), context]), device)
+}
+
+/// Images of a batch as one (n, 3, r, r) tensor.
+fn images<B: AutodiffBackend>(samples: &[data::Sample], device: &B::Device) -> Tensor<B, 4> {
+    let (h, w) = samples.first().map_or((0, 0), |s| (s.height, s.width));
+    let mut v = Vec::with_capacity(samples.len() * 3 * h * w);
+    for s in samples {
+        v.extend_from_slice(&s.image);
+    }
+    Tensor::from_data(TensorData::new(v, [samples.len(), 3, h, w]), device)
+}
+
+/// The checkpoint file of `step`.
+fn checkpoint_path(dir: &RunDir, stage: &str, step: u64) -> std::path::PathBuf {
+    dir.checkpoints(stage).join(format!("step-{step:08}.safetensors"))
+}
+
+/// The newest readable checkpoint of a stage.
+pub fn latest_checkpoint(dir: &RunDir, stage: &str) -> Option<(std::path::PathBuf, u64)> {
+    let mut found: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir.checkpoints(stage))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name
+                .strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().rev().find_map(|(step, p)| {
+        // A checkpoint that does not load (a crash while writing cannot leave one, but a
+        // full disk elsewhere might) is skipped for the one before it.
+        checkpoint::load(&p).ok().map(|_| (p, step))
+    })
+}
+
+/// The sample index of a stage-global sample position: epochs of the training split,
+/// each shuffled by the stage seed.
+fn sample_at(pos: u64, len: usize, seed: u64, orders: &mut HashMap<u64, Vec<usize>>) -> usize {
+    let len = len.max(1) as u64;
+    let epoch = pos / len;
+    let order = orders.entry(epoch).or_insert_with(|| {
+        let mut idx: Vec<usize> = (0..len as usize).collect();
+        SplitMix::derive(seed, 0xDA7A, epoch).shuffle(&mut idx);
+        idx
+    });
+    order[(pos % len) as usize]
+}
+
+/// Trains a contrastive stage. `init` gives the starting weights of the towers that start
+/// from an earlier stage, by tower (`vision`, `text`), keyed by path inside the tower.
+pub fn train_stage<B: AutodiffBackend>(
+    stage: &StagePlan,
+    dir: &RunDir,
+    init: &HashMap<String, HashMap<String, Stored>>,
+    opts: &StageOptions,
+    device: &B::Device,
+) -> Result<Trained<B>, String> {
+    let towers = clip::towers(stage)?;
+    B::seed(device, stage.seed);
+    let mut model: ClipModel<B> = ClipModel::new(&towers, stage, device);
+    // Towers that start from an earlier stage or a file: tensors keyed by their path
+    // inside the tower.
+    if let Some(t) = init.get("vision") {
+        model.vision = checkpoint::assign(model.vision, t, "").map_err(|e| {
+            format!("stage `{}`: cannot initialise `{}`: {e}", stage.name, towers.vision)
+        })?;
+    }
+    if let Some(t) = init.get("text") {
+        model.text = checkpoint::assign(model.text, t, "").map_err(|e| {
+            format!("stage `{}`: cannot initialise `{}`: {e}", stage.name, towers.text)
+        })?;
+    }
+    let first_opt = stage
+        .phases
+        .first()
+        .and_then(|p| p.optimizer.as_ref())
+        .ok_or_else(|| format!("stage `{}` has no optimizer", stage.name))?;
+    let mut optim: Optimizer<B> = Optimizer::new(OptimConfig::from_plan(first_opt)?);
+
+    // Resume.
+    let mut start_step = 0u64;
+    if opts.resume {
+        if let Some((path, step)) = latest_checkpoint(dir, &stage.name) {
+            let (tensors, _) = checkpoint::load(&path)?;
+            model = checkpoint::assign(model, &tensors, "")
+                .map_err(|e| format!("`{}`: {e}", path.display()))?;
+            optim.state = checkpoint::restore_moments(&tensors, device);
+            start_step = step;
+            dir.truncate_metrics(&stage.name, step)
+                .map_err(|e| format!("metrics.jsonl: {e}"))?;
+        } else {
+            dir.drop_stage_metrics(&stage.name)
+                .map_err(|e| format!("metrics.jsonl: {e}"))?;
+        }
+    } else {
+        dir.drop_stage_metrics(&stage.name)
+            .map_err(|e| format!("metrics.jsonl: {e}"))?;
+        let _ = std::fs::remove_dir_all(dir.checkpoints(&stage.name));
+    }
+
+    // Data: the training split, a tokenizer learned from its captions.
+    let mut datasets: HashMap<String, Arc<dyn Dataset>> = HashMap::new();
+    let mut last_checkpoint = checkpoint_path(dir, &stage.name, start_step);
+    let tokenizer = stage_tokenizer(stage, &towers, &mut datasets)?;
+    let context = towers.text_config.context;
+
+    let mut cursor = 0u64; // stage-global sample position
+    let mut orders: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut stopped = false;
+    for phase in &stage.phases {
+        let phase_steps = opts
+            .max_steps_per_phase
+            .map_or(phase.steps, |m| m.min(phase.steps));
+        let end = phase.first_step + phase_steps;
+        if end <= start_step {
+            cursor += phase.steps * phase.batch;
+            continue;
+        }
+        if let Some(o) = &phase.optimizer {
+            optim.reconfigure(OptimConfig::from_plan(o)?);
+        }
+        let ds = dataset(phase, &mut datasets)?;
+        let batch = phase.batch as usize;
+        let res = phase.resolution as usize;
+        let copies = clip::masked_copies(&phase.loss, batch);
+        let ratio = phase
+            .loss
+            .iter()
+            .find(|l| l.term.ctor == "mask_regularization")
+            .and_then(|l| l.term.float("ratio"))
+            .unwrap_or(0.0);
+        let patches = {
+            let g = res / towers.vision_config.patch.max(1);
+            g * g
+        };
+        let began = phase.first_step.max(start_step);
+        cursor += (began - phase.first_step) * phase.batch;
+        let t_phase = Instant::now();
+        for step in began..end {
+            if STOP.load(Ordering::SeqCst) {
+                stopped = true;
+                break;
+            }
+            let t0 = Instant::now();
+            let mut samples = Vec::with_capacity(batch);
+            for i in 0..batch as u64 {
+                let idx = sample_at(cursor + i, ds.len(), stage.seed, &mut orders);
+                let mut rng = crate::data::Rng::new(
+                    SplitMix::derive(stage.seed, 0xA06, cursor + i).next_u64(),
+                );
+                samples.push(
+                    ds.get(idx, res, &mut rng)
+                        .map_err(|e| format!("stage `{}`: {e}", stage.name))?,
+                );
+            }
+            cursor += batch as u64;
+            let texts: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
+            let mut mask_rng = SplitMix::derive(stage.seed, 0x3A5C, step);
+            let b = Batch {
+                images: images::<B>(&samples, device),
+                tokens: tokens::<B>(&tokenizer, &texts, context, device),
+                masks: (copies > 0)
+                    .then(|| clip::patch_masks::<B>(copies, patches, ratio, &mut mask_rng, device)),
+            };
+            let out = clip::forward(&model, &b, &phase.loss);
+            let loss_value = scalar(out.total.clone());
+            let term_values: Vec<(String, f64)> = out
+                .terms
+                .iter()
+                .map(|(n, t)| (n.clone(), scalar(t.clone())))
+                .collect();
+            if !loss_value.is_finite() {
+                let bad = term_values
+                    .iter()
+                    .find(|(_, v)| !v.is_finite())
+                    .map_or("the total".to_string(), |(n, _)| format!("`{n}`"));
+                return Err(format!(
+                    "stage `{}`, phase `{}`, step {}: the loss is {loss_value} ({bad} went bad); the last good checkpoint is kept",
+                    stage.name, phase.name, step + 1
+                ));
+            }
+            let grads = out.total.backward();
+            let mut gp = GradientsParams::from_grads(grads, &model);
+            let norm = global_grad_norm(&model, &gp);
+            if !norm.is_finite() {
+                return Err(format!(
+                    "stage `{}`, phase `{}`, step {}: the gradient norm is {norm}; the last good checkpoint is kept",
+                    stage.name, phase.name, step + 1
+                ));
+            }
+            let scale = match phase.clip_grad {
+                Some(max) if norm > max => max / (norm + 1e-6),
+                _ => 1.0,
+            };
+            let lr = lr_at(&phase.lr, step);
+            model = optim.step(lr, model, &mut gp, scale);
+            let dt = t0.elapsed().as_secs_f64();
+            let mut line = json!({
+                "stage": stage.name,
+                "phase": phase.name,
+                "step": step + 1,
+                "loss": loss_value,
+            });
+            for (n, v) in &term_values {
+                line[n.as_str()] = json!(v);
+            }
+            line["lr"] = json!(lr);
+            line["samples_per_s"] = json!(batch as f64 / dt.max(1e-9));
+            line["grad_norm"] = json!(norm);
+            line["logit_scale"] = json!(scalar(model.logit_scale.val().exp()));
+            dir.append_metrics(&line)
+                .map_err(|e| format!("metrics.jsonl: {e}"))?;
+            if opts.progress {
+                let done = step + 1 - phase.first_step;
+                let rate = (done - (began - phase.first_step)) as f64
+                    / t_phase.elapsed().as_secs_f64().max(1e-9);
+                let eta = (end - step - 1) as f64 / rate.max(1e-9);
+                eprint!(
+                    "\r{} {} [{done}/{phase_steps}] loss {loss_value:.4}  {:.0} samples/s  ETA {eta:.0}s   ",
+                    stage.name,
+                    phase.name,
+                    batch as f64 / dt.max(1e-9)
+                );
+                let _ = std::io::stderr().flush();
+            }
+            let at_end = step + 1 == end;
+            if (step + 1) % opts.checkpoint_every.max(1) == 0 || at_end {
+                last_checkpoint = save_checkpoint(dir, stage, phase, &model, &optim, step + 1)?;
+            }
+        }
+        if opts.progress {
+            eprintln!();
+        }
+        if stopped {
+            break;
+        }
+        // The unrun steps of a `--smoke` phase still advance the data position.
+        cursor += (phase.steps - phase_steps) * phase.batch;
+    }
+    if stopped {
+        let step = last_step_done(dir, &stage.name);
+        if let Some(s) = step {
+            last_checkpoint = save_checkpoint(
+                dir,
+                stage,
+                stage.phases.iter().rev().find(|p| p.first_step < s).unwrap_or(&stage.phases[0]),
+                &model,
+                &optim,
+                s,
+            )?;
+        }
+    }
+    Ok(Trained {
+        model,
+        towers,
+        last_checkpoint,
+        stopped,
+    })
+}
+
+fn last_step_done(dir: &RunDir, stage: &str) -> Option<u64> {
+    dir.read_metrics()
+        .iter()
+        .filter(|m| m["stage"] == stage)
+        .filter_map(|m| m["step"].as_u64())
+        .max()
+}
+
+fn save_checkpoint<B: AutodiffBackend>(
+    dir: &RunDir,
+    stage: &StagePlan,
+    phase: &PhasePlan,
+    model: &ClipModel<B>,
+    optim: &Optimizer<B>,
+    step: u64,
+) -> Result<std::path::PathBuf, String> {
+    let mut tensors = checkpoint::collect(&model.valid(), "");
+    tensors.extend(checkpoint::collect_moments(&optim.state));
+    let path = checkpoint_path(dir, &stage.name, step);
+    checkpoint::save(
+        &path,
+        &tensors,
+        &json!({"stage": stage.name, "phase": phase.name, "step": step, "hash": stage.hash}),
+    )?;
+    // Keep the newest two: a failure while writing the next leaves one good one.
+    if let Ok(entries) = std::fs::read_dir(dir.checkpoints(&stage.name)) {
+        let mut all: Vec<std::path::PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        all.sort();
+        let n = all.len();
+        for old in all.into_iter().take(n.saturating_sub(2)) {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+    Ok(path)
+}
+
+fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {
+    use burn::tensor::ElementConversion;
+    t.into_scalar().elem::<f32>() as f64
+}
+
+/// The dataset of a phase (opened once per stage and data source).
+fn dataset(
+    phase: &PhasePlan,
+    cache: &mut HashMap<String, Arc<dyn Dataset>>,
+) -> Result<Arc<dyn Dataset>, String> {
+    let ctor = match &phase.data {
+        Some(DataPlan::Source(c)) => c,
+        Some(DataPlan::Stage { stage, dataset }) => {
+            return Err(format!(
+                "phase `{}`: data written by stage `{stage}` (`{stage}.{dataset}`) is not supported by this runtime yet",
+                phase.name
+            ))
+        }
+        None => return Err(format!("phase `{}` has no data", phase.name)),
+    };
+    let key = serde_json::to_string(ctor).unwrap_or_default();
+    if let Some(d) = cache.get(&key) {
+        return Ok(d.clone());
+    }
+    let d: Arc<dyn Dataset> = Arc::from(data::open(ctor, Split::Train).map_err(|e| e.to_string())?);
+    cache.insert(key, d.clone());
+    Ok(d)
+}
+
+/// The stage's tokenizer: a byte-level BPE learned from the first phase's training
+/// captions, to the text tower's vocabulary size.
+fn stage_tokenizer(
+    stage: &StagePlan,
+    towers: &Towers,
+    cache: &mut HashMap<String, Arc<dyn Dataset>>,
+) -> Result<data::Tokenizer, String> {
+    let phase = stage
+        .phases
+        .first()
+        .ok_or_else(|| format!("stage `{}` has no phases", stage.name))?;
+    let ds = dataset(phase, cache)?;
+    tokenizer_for(ds.as_ref(), towers.text_config.vocab)
+}
+
+/// A tokenizer learned from (up to 2,000) captions of a dataset.
+pub fn tokenizer_for(ds: &dyn Dataset, vocab: usize) -> Result<data::Tokenizer, String> {
+    let n = ds.len().min(2000);
+    let mut rng = crate::data::Rng::new(0);
+    let mut captions = Vec::with_capacity(n);
+    for i in 0..n {
+        captions.push(ds.get(i, 8, &mut rng).map_err(|e| e.to_string())?.text);
+    }
+    let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+    Ok(data::Tokenizer::bytes_bpe(&refs, vocab))
+}

@@ -1,0 +1,124 @@
+//! `pexc run`: check, lower, and execute a plan with the burn runtime.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use pexc_compiler::source::Origin;
+use pexc_runtime::backend::Choice;
+use pexc_runtime::run::{run, RunOptions};
+
+use crate::plan_cmd::plan_of;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The experiment file.
+    pub file: PathBuf,
+    /// The run directory (default: runs/<file stem>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `auto` (CUDA when present, else the CPU), `cpu` or `cuda`.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Continue an interrupted stage from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Run only this stage and the stages it needs.
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Two steps per phase: check that everything runs.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Override a value: `--set core.batch=32K` (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// `pexc run`: 0 done, 1 diagnostics or a failed run, 2 usage and I/O errors.
+pub fn run_command(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let (outcome, plan) = match plan_of(&args.file, &args.sets, err) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let stem = args
+        .file
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(stem));
+    let sources = outcome
+        .sources()
+        .iter()
+        .filter_map(|(_, f)| match &f.origin {
+            Origin::Path(_) => Some((f.name.clone(), f.text.clone())),
+            _ => None,
+        })
+        .collect();
+    let opts = RunOptions {
+        out: out_dir.clone(),
+        backend: match args.backend {
+            BackendArg::Auto => Choice::Auto,
+            BackendArg::Cpu => Choice::Cpu,
+            BackendArg::Cuda => Choice::Cuda,
+        },
+        resume: args.resume,
+        stage: args.stage.clone(),
+        smoke: args.smoke,
+        sources,
+        progress: true,
+    };
+    // Ctrl-C: finish the step, write a checkpoint, stop.
+    let _ = ctrlc::set_handler(|| {
+        pexc_runtime::train::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    match run(&plan, &opts) {
+        Ok(summary) => {
+            let _ = writeln!(
+                out,
+                "pexc: run in {} ({}): trained {}, reused {}",
+                out_dir.display(),
+                summary.backend,
+                list(&summary.trained),
+                list(&summary.reused)
+            );
+            for (stage, e) in summary.eval.as_object().into_iter().flatten() {
+                if let Some(z) = e["zero_shot_top1"].as_f64() {
+                    let _ = writeln!(
+                        out,
+                        "  {stage}: zero-shot {:.1}% (chance {:.1}%), retrieval R@1 i->t {:.1}% t->i {:.1}%",
+                        100.0 * z,
+                        100.0 * e["chance"].as_f64().unwrap_or(0.0),
+                        100.0 * e["image_to_text_r1"].as_f64().unwrap_or(0.0),
+                        100.0 * e["text_to_image_r1"].as_f64().unwrap_or(0.0)
+                    );
+                }
+            }
+            let _ = writeln!(out, "  report: {}", out_dir.join("report.md").display());
+            if summary.stopped {
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(err, "pexc: run failed: {e}");
+            1
+        }
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
