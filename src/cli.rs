@@ -36,6 +36,8 @@ pub enum Command {
     Explain(crate::plan_cmd::ExplainArgs),
     /// Format files canonically (in place; --check only reports).
     Fmt(crate::fmt_cmd::FmtArgs),
+    /// Execute the plan: train stage by stage into a run directory.
+    Run(crate::run_cmd::RunArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +77,9 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Fmt(args) => {
             crate::fmt_cmd::fmt(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Run(args) => {
+            crate::run_cmd::run_command(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
     }
 }

@@ -6,3 +6,4 @@ pub mod explain;
 pub mod fmt_cmd;
 pub mod plan_cmd;
 pub mod render;
+pub mod run_cmd;

@@ -86,7 +86,7 @@ pub fn evaluate<B: Backend>(
         let out = model.vision.forward_masked(x, None);
         let pooled = match out.pooled {
             Some(p) => p,
-            None => out.tokens.mean_dim(1).squeeze::<2>(1),
+            None => out.tokens.mean_dim(1).squeeze_dim::<2>(1),
         };
         parts.push(normalize(pooled));
     }
@@ -117,8 +117,16 @@ pub fn evaluate<B: Backend>(
     });
     match ds.class_names() {
         Some(names) if !names.is_empty() => {
-            let prompts: Vec<String> = (0..names.len()).map(|c| ds.prompt(c)).collect();
-            let classes = embed_texts(model, tok, &prompts, context, device);
+            // CLIP's prompt ensembling: each class is the normalised mean of its prompts'
+            // normalised embeddings.
+            let mut rows = Vec::with_capacity(names.len());
+            for c in 0..names.len() {
+                let ps = ds.prompts(c);
+                let e = embed_texts(model, tok, &ps, context, device);
+                rows.push(normalize(e.mean_dim(0)));
+            }
+            let classes = Tensor::cat(rows, 0);
+            let prompts: Vec<Vec<String>> = (0..names.len()).map(|c| ds.prompts(c)).collect();
             let predicted = argmax_rows(img, classes);
             let labelled: Vec<(usize, usize)> = samples
                 .iter()

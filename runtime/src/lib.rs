@@ -2,8 +2,19 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod eval;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod report;
+pub mod rng;
+pub mod run;
 pub mod rundir;
 pub mod schedule;
+pub mod train;
+
+/// Data sources, augmentations, tokenizers and background loading (burn-free).
+pub use pexc_data as data;
+
+/// The burn version the runtime is built on, for benches and tests.
+pub use burn;

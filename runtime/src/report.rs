@@ -10,7 +10,11 @@ pub fn svg_plot(title: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]
     let (w, h, left, right, top, bottom) = (640.0, 320.0, 60.0, 20.0, 30.0, 40.0);
     let pts: Vec<&(f64, f64)> = series.iter().flat_map(|(_, p)| p).collect();
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for (x, y) in pts.iter().map(|p| (p.0, p.1)).filter(|(_, y)| y.is_finite()) {
+    for (x, y) in pts
+        .iter()
+        .map(|p| (p.0, p.1))
+        .filter(|(_, y)| y.is_finite())
+    {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(y);
@@ -27,7 +31,9 @@ pub fn svg_plot(title: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]
     }
     let sx = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let sy = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+    let colors = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+    ];
     let mut s = String::new();
     let _ = write!(
         s,
@@ -88,7 +94,9 @@ pub fn svg_plot(title: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn short(x: f64) -> String {
@@ -101,13 +109,22 @@ fn short(x: f64) -> String {
 
 /// The report of a run: per stage, its phases, final losses, evaluation and plots (the
 /// plots are written beside it by the caller; this links them).
-pub fn markdown(plan: &Plan, metrics: &[Value], eval: &Value, backend: &str, wall_s: f64) -> String {
+pub fn markdown(
+    plan: &Plan,
+    metrics: &[Value],
+    eval: &Value,
+    backend: &str,
+    wall_s: f64,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Run report: {}\n", plan.source);
     let _ = writeln!(s, "Backend: {backend}. Wall time: {wall_s:.1} s.\n");
     for st in &plan.stages {
         let _ = writeln!(s, "## Stage `{}`\n", st.name);
-        let _ = writeln!(s, "| phase | resolution | batch | steps | final loss | samples/s |");
+        let _ = writeln!(
+            s,
+            "| phase | resolution | batch | steps | final loss | samples/s |"
+        );
         let _ = writeln!(s, "|---|---|---|---|---|---|");
         for p in &st.phases {
             let rows: Vec<&Value> = metrics
@@ -115,7 +132,10 @@ pub fn markdown(plan: &Plan, metrics: &[Value], eval: &Value, backend: &str, wal
                 .filter(|m| m["stage"] == st.name.as_str() && m["phase"] == p.name.as_str())
                 .collect();
             let last = rows.last().and_then(|m| m["loss"].as_f64());
-            let speed: Vec<f64> = rows.iter().filter_map(|m| m["samples_per_s"].as_f64()).collect();
+            let speed: Vec<f64> = rows
+                .iter()
+                .filter_map(|m| m["samples_per_s"].as_f64())
+                .collect();
             let median = if speed.is_empty() {
                 None
             } else {
@@ -173,7 +193,13 @@ pub fn markdown(plan: &Plan, metrics: &[Value], eval: &Value, backend: &str, wal
 }
 
 /// The loss (total and each term) and learning-rate series of a stage.
-pub fn series(metrics: &[Value], stage: &str) -> (Vec<(String, Vec<(f64, f64)>)>, Vec<(String, Vec<(f64, f64)>)>) {
+pub fn series(
+    metrics: &[Value],
+    stage: &str,
+) -> (
+    Vec<(String, Vec<(f64, f64)>)>,
+    Vec<(String, Vec<(f64, f64)>)>,
+) {
     let rows: Vec<&Value> = metrics.iter().filter(|m| m["stage"] == stage).collect();
     let mut names: Vec<String> = vec!["loss".into()];
     for r in &rows {
@@ -181,7 +207,14 @@ pub fn series(metrics: &[Value], stage: &str) -> (Vec<(String, Vec<(f64, f64)>)>
             for k in obj.keys() {
                 let known = matches!(
                     k.as_str(),
-                    "stage" | "phase" | "step" | "loss" | "lr" | "samples_per_s" | "grad_norm" | "logit_scale"
+                    "stage"
+                        | "phase"
+                        | "step"
+                        | "loss"
+                        | "lr"
+                        | "samples_per_s"
+                        | "grad_norm"
+                        | "logit_scale"
                 );
                 if !known && !names.contains(k) {
                     names.push(k.clone());

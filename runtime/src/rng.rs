@@ -51,7 +51,9 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map(|_| SplitMix::derive(7, 1, 3).next_u64()).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| SplitMix::derive(7, 1, 3).next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(
             SplitMix::derive(7, 1, 3).next_u64(),

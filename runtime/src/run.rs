@@ -66,7 +66,11 @@ fn selected<'p>(plan: &'p Plan, only: Option<&str>) -> Result<Vec<&'p StagePlan>
         }
         i += 1;
     }
-    Ok(plan.stages.iter().filter(|s| need.contains(&s.name)).collect())
+    Ok(plan
+        .stages
+        .iter()
+        .filter(|s| need.contains(&s.name))
+        .collect())
 }
 
 /// Runs a plan.
@@ -130,7 +134,11 @@ fn run_with<B: AutodiffBackend>(
             });
         if reusable {
             if opts.progress {
-                eprintln!("pexc: stage `{}` unchanged (hash {}): reused", stage.name, &stage.hash[..12]);
+                eprintln!(
+                    "pexc: stage `{}` unchanged (hash {}): reused",
+                    stage.name,
+                    &stage.hash[..12]
+                );
             }
             summary.reused.push(stage.name.clone());
             continue;
@@ -160,9 +168,7 @@ fn run_with<B: AutodiffBackend>(
             let phase = stage.phases.first().ok_or("a stage without phases")?;
             match &phase.data {
                 Some(pexc_compiler::lower::plan::DataPlan::Source(c)) => {
-                    let ds = crate::data::open(c, crate::data::Split::Train)
-                        .map_err(|e| e.to_string())?;
-                    train::tokenizer_for(ds.as_ref(), trained.towers.text_config.vocab)?
+                    train::tokenizer_for(c, trained.towers.text_config.vocab)?
                 }
                 _ => return Err(format!("stage `{}`: no data to evaluate", stage.name)),
             }

@@ -41,8 +41,16 @@ pub fn towers(stage: &StagePlan) -> Result<Towers, String> {
     if !stage.teachers.is_empty() {
         return Err(unsupported("a stage with teachers".into()));
     }
-    let vision: Vec<_> = stage.models.iter().filter(|m| m.role == Role::Vision).collect();
-    let text: Vec<_> = stage.models.iter().filter(|m| m.role == Role::Text).collect();
+    let vision: Vec<_> = stage
+        .models
+        .iter()
+        .filter(|m| m.role == Role::Vision)
+        .collect();
+    let text: Vec<_> = stage
+        .models
+        .iter()
+        .filter(|m| m.role == Role::Text)
+        .collect();
     if vision.len() != 1 || text.len() != 1 || stage.models.len() != 2 {
         return Err(unsupported(format!(
             "a stage with models {}",
@@ -157,7 +165,7 @@ pub fn forward<B: AutodiffBackend>(
     // `towers` admits only pooled towers; the token mean keeps this total regardless.
     let pooled = match out.pooled {
         Some(p) => p,
-        None => out.tokens.clone().mean_dim(1).squeeze::<2>(1),
+        None => out.tokens.clone().mean_dim(1).squeeze_dim::<2>(1),
     };
     let img = pooled.slice([0..n]);
     let txt = model.text.forward(batch.tokens.clone());
@@ -190,7 +198,10 @@ pub fn forward<B: AutodiffBackend>(
                 let [_, t, _] = masked.dims();
                 let [_, patches] = weight.dims();
                 if t > patches {
-                    weight = Tensor::cat(vec![Tensor::zeros([copies, t - patches], &device), weight], 1);
+                    weight = Tensor::cat(
+                        vec![Tensor::zeros([copies, t - patches], &device), weight],
+                        1,
+                    );
                 }
                 loss::masked_token_cosine(masked, target, weight)
             }

@@ -14,7 +14,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
-use pexc_compiler::lower::plan::{DataPlan, PhasePlan, StagePlan};
+use pexc_compiler::lower::plan::{Ctor, DataPlan, PhasePlan, StagePlan};
 use serde_json::json;
 
 use crate::checkpoint::{self, Stored};
@@ -37,6 +37,10 @@ pub struct StageOptions {
     /// Progress on stderr.
     pub progress: bool,
 }
+
+/// Threads that load data ahead of the step, and how many batches they may hold.
+const LOAD_WORKERS: usize = 1;
+const LOAD_DEPTH: usize = 3;
 
 /// Set by Ctrl-C: the loop checkpoints and stops at the next step boundary.
 pub static STOP: AtomicBool = AtomicBool::new(false);
@@ -75,7 +79,8 @@ fn images<B: AutodiffBackend>(samples: &[data::Sample], device: &B::Device) -> T
 
 /// The checkpoint file of `step`.
 fn checkpoint_path(dir: &RunDir, stage: &str, step: u64) -> std::path::PathBuf {
-    dir.checkpoints(stage).join(format!("step-{step:08}.safetensors"))
+    dir.checkpoints(stage)
+        .join(format!("step-{step:08}.safetensors"))
 }
 
 /// The newest readable checkpoint of a stage.
@@ -130,12 +135,18 @@ pub fn train_stage<B: AutodiffBackend>(
     // inside the tower.
     if let Some(t) = init.get("vision") {
         model.vision = checkpoint::assign(model.vision, t, "").map_err(|e| {
-            format!("stage `{}`: cannot initialise `{}`: {e}", stage.name, towers.vision)
+            format!(
+                "stage `{}`: cannot initialise `{}`: {e}",
+                stage.name, towers.vision
+            )
         })?;
     }
     if let Some(t) = init.get("text") {
         model.text = checkpoint::assign(model.text, t, "").map_err(|e| {
-            format!("stage `{}`: cannot initialise `{}`: {e}", stage.name, towers.text)
+            format!(
+                "stage `{}`: cannot initialise `{}`: {e}",
+                stage.name, towers.text
+            )
         })?;
     }
     let first_opt = stage
@@ -169,7 +180,7 @@ pub fn train_stage<B: AutodiffBackend>(
     // Data: the training split, a tokenizer learned from its captions.
     let mut datasets: HashMap<String, Arc<dyn Dataset>> = HashMap::new();
     let mut last_checkpoint = checkpoint_path(dir, &stage.name, start_step);
-    let tokenizer = stage_tokenizer(stage, &towers, &mut datasets)?;
+    let tokenizer = stage_tokenizer(stage, &towers)?;
     let context = towers.text_config.context;
 
     let mut cursor = 0u64; // stage-global sample position
@@ -203,6 +214,26 @@ pub fn train_stage<B: AutodiffBackend>(
         };
         let began = phase.first_step.max(start_step);
         cursor += (began - phase.first_step) * phase.batch;
+        // Every step's samples and augmentation seeds are a function of the stage seed and
+        // the sample position alone, so a resumed run loads what an uninterrupted one did;
+        // a worker thread loads them ahead of the step.
+        let requests: Vec<data::BatchRequest> = (0..end - began)
+            .map(|k| {
+                let base = cursor + k * phase.batch;
+                let positions = base..base + phase.batch;
+                data::BatchRequest {
+                    indices: positions
+                        .clone()
+                        .map(|p| sample_at(p, ds.len(), stage.seed, &mut orders))
+                        .collect(),
+                    seeds: positions
+                        .map(|p| SplitMix::derive(stage.seed, 0xA06, p).next_u64())
+                        .collect(),
+                    res,
+                }
+            })
+            .collect();
+        let mut loader = data::Prefetch::new(ds.clone(), LOAD_WORKERS, LOAD_DEPTH, requests);
         let t_phase = Instant::now();
         for step in began..end {
             if STOP.load(Ordering::SeqCst) {
@@ -210,17 +241,12 @@ pub fn train_stage<B: AutodiffBackend>(
                 break;
             }
             let t0 = Instant::now();
-            let mut samples = Vec::with_capacity(batch);
-            for i in 0..batch as u64 {
-                let idx = sample_at(cursor + i, ds.len(), stage.seed, &mut orders);
-                let mut rng = crate::data::Rng::new(
-                    SplitMix::derive(stage.seed, 0xA06, cursor + i).next_u64(),
-                );
-                samples.push(
-                    ds.get(idx, res, &mut rng)
-                        .map_err(|e| format!("stage `{}`: {e}", stage.name))?,
-                );
-            }
+            // Backend randomness (DropPath) from (seed, step): resumption stays exact.
+            B::seed(device, SplitMix::derive(stage.seed, 0xB0B, step).next_u64());
+            let samples = loader
+                .next()
+                .ok_or_else(|| format!("stage `{}`: the data loader stopped early", stage.name))?
+                .map_err(|e| format!("stage `{}`, phase `{}`: {e}", stage.name, phase.name))?;
             cursor += batch as u64;
             let texts: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
             let mut mask_rng = SplitMix::derive(stage.seed, 0x3A5C, step);
@@ -311,7 +337,12 @@ pub fn train_stage<B: AutodiffBackend>(
             last_checkpoint = save_checkpoint(
                 dir,
                 stage,
-                stage.phases.iter().rev().find(|p| p.first_step < s).unwrap_or(&stage.phases[0]),
+                stage
+                    .phases
+                    .iter()
+                    .rev()
+                    .find(|p| p.first_step < s)
+                    .unwrap_or(&stage.phases[0]),
                 &model,
                 &optim,
                 s,
@@ -395,29 +426,42 @@ fn dataset(
     Ok(d)
 }
 
-/// The stage's tokenizer: a byte-level BPE learned from the first phase's training
-/// captions, to the text tower's vocabulary size.
-fn stage_tokenizer(
-    stage: &StagePlan,
-    towers: &Towers,
-    cache: &mut HashMap<String, Arc<dyn Dataset>>,
-) -> Result<data::Tokenizer, String> {
+/// The stage's tokenizer: the data's `tokenizer.json` when it names one, else a byte-level
+/// BPE learned from the first phase's training captions, to the text tower's vocabulary.
+fn stage_tokenizer(stage: &StagePlan, towers: &Towers) -> Result<data::Tokenizer, String> {
     let phase = stage
         .phases
         .first()
         .ok_or_else(|| format!("stage `{}` has no phases", stage.name))?;
-    let ds = dataset(phase, cache)?;
-    tokenizer_for(ds.as_ref(), towers.text_config.vocab)
+    match &phase.data {
+        Some(DataPlan::Source(c)) => tokenizer_for(c, towers.text_config.vocab),
+        _ => Err(format!(
+            "stage `{}`: no data to learn a tokenizer from",
+            stage.name
+        )),
+    }
 }
 
-/// A tokenizer learned from (up to 2,000) captions of a dataset.
-pub fn tokenizer_for(ds: &dyn Dataset, vocab: usize) -> Result<data::Tokenizer, String> {
-    let n = ds.len().min(2000);
-    let mut rng = crate::data::Rng::new(0);
-    let mut captions = Vec::with_capacity(n);
-    for i in 0..n {
-        captions.push(ds.get(i, 8, &mut rng).map_err(|e| e.to_string())?.text);
+/// The tokenizer of a data source for a text tower of `vocab` ids.
+pub fn tokenizer_for(ctor: &Ctor, vocab: usize) -> Result<data::Tokenizer, String> {
+    let tok = if let Some(path) = ctor.str("tokenizer") {
+        data::Tokenizer::from_hf_json(std::path::Path::new(path)).map_err(|e| e.to_string())?
+    } else {
+        let ds = data::open(ctor, Split::Train).map_err(|e| e.to_string())?;
+        // Up to 2,000 captions: enough for the merges of a small vocabulary.
+        let n = ds.len().min(2000);
+        let mut captions = Vec::with_capacity(n);
+        for i in 0..n {
+            captions.push(ds.text(i).map_err(|e| e.to_string())?);
+        }
+        let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+        data::Tokenizer::bytes_bpe(&refs, vocab)
+    };
+    if tok.vocab_size() > vocab {
+        return Err(format!(
+            "the tokenizer has {} ids but the text tower's vocabulary is {vocab}",
+            tok.vocab_size()
+        ));
     }
-    let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
-    Ok(data::Tokenizer::bytes_bpe(&refs, vocab))
+    Ok(tok)
 }

@@ -1,0 +1,176 @@
+//! Training-step benchmark: `cargo bench --bench train_step`.
+//!
+//! Samples per second of one CLIP training step (forward, backward, global-norm clipping,
+//! AdamW) of a fixed PE-style model in pexc on the CPU backend, and of the same model,
+//! batch and optimizer in PyTorch (`bench/train_step.py`, 2 threads), printed side by
+//! side with their ratio. Median of 20 timed steps after 3 warm-up steps.
+//!
+//! `PEXC_BENCH_PYTHON` names the Python to run the reference with (default `python3`);
+//! without torch the PyTorch side is reported as missing. `RAYON_NUM_THREADS=2` keeps
+//! pexc on the same two threads.
+
+use std::process::Command;
+use std::time::Instant;
+
+use indexmap::IndexMap;
+use pexc_compiler::lower::plan::{Arg, Ctor, LossPlan};
+use pexc_runtime::backend::CpuTrain;
+use pexc_runtime::burn::module::Param;
+use pexc_runtime::burn::optim::GradientsParams;
+use pexc_runtime::burn::tensor::{Int, Tensor, TensorData};
+use pexc_runtime::model::{Pool, TextConfig, TextTransformer, VisionTransformer, VitConfig};
+use pexc_runtime::optim::{global_grad_norm, OptimConfig, Optimizer, Rule};
+use pexc_runtime::train::clip::{forward, Batch, ClipModel};
+
+type B = CpuTrain;
+
+// The configuration of bench/train_step.py.
+const IMAGE: usize = 64;
+const BATCH: usize = 32;
+const CTX: usize = 16;
+const VOCAB: usize = 1000;
+const WARMUP: usize = 3;
+const STEPS: usize = 20;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let device = Default::default();
+    let vision = VitConfig {
+        patch: 8,
+        width: 192,
+        depth: 6,
+        heads: 3,
+        mlp: 768,
+        rope2d: true,
+        abs: true,
+        cls: true,
+        pool: Pool::Attention { heads: 8 },
+        out: Some(128),
+        image: IMAGE,
+        ln_post: true,
+        layer_scale: None,
+        drop_path: 0.0,
+    };
+    let text = TextConfig {
+        context: CTX,
+        width: 192,
+        depth: 4,
+        heads: 3,
+        mlp: 768,
+        vocab: VOCAB,
+        out: 128,
+    };
+    <B as pexc_runtime::burn::tensor::backend::Backend>::seed(&device, 0);
+    let mut model = ClipModel::<B> {
+        vision: VisionTransformer::new(&vision, &device),
+        text: TextTransformer::new(&text, &device),
+        logit_scale: Param::from_tensor(Tensor::from_floats([(1.0f32 / 0.07).ln()], &device)),
+        logit_bias: Param::from_tensor(Tensor::from_floats([-10.0f32], &device)),
+    };
+    let params: usize = pexc_runtime::checkpoint::collect(&model, "")
+        .iter()
+        .filter(|(k, _)| k != "logit_bias")
+        .map(|(_, s)| s.values.len())
+        .sum();
+    let mut optim = Optimizer::<B>::new(OptimConfig {
+        rule: Rule::AdamW,
+        betas: (0.9, 0.999),
+        weight_decay: 0.05,
+        eps: 1e-8,
+    });
+    let mut args = IndexMap::new();
+    args.insert("max_logit_scale".to_string(), Arg::Float(100.0));
+    let loss = vec![LossPlan {
+        weight: 1.0,
+        term: Ctor {
+            ctor: "clip".into(),
+            args,
+        },
+    }];
+    // Fixed inputs, as the PyTorch side.
+    let mut state = 1u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as f32 / (1u64 << 31) as f32
+    };
+    let pixels: Vec<f32> = (0..BATCH * 3 * IMAGE * IMAGE)
+        .map(|_| next() * 2.0 - 1.0)
+        .collect();
+    let mut ids: Vec<i64> = (0..BATCH * CTX)
+        .map(|_| 1 + (next() * (VOCAB - 3) as f32) as i64)
+        .collect();
+    for r in 0..BATCH {
+        ids[r * CTX] = VOCAB as i64 - 2;
+        ids[r * CTX + CTX - 1] = VOCAB as i64 - 1;
+    }
+    let mut times = Vec::new();
+    let mut last = 0.0;
+    for s in 0..WARMUP + STEPS {
+        let t0 = Instant::now();
+        let batch = Batch {
+            images: Tensor::<B, 4>::from_data(
+                TensorData::new(pixels.clone(), [BATCH, 3, IMAGE, IMAGE]),
+                &device,
+            ),
+            tokens: Tensor::<B, 2, Int>::from_data(
+                TensorData::new(ids.clone(), [BATCH, CTX]),
+                &device,
+            ),
+            masks: None,
+        };
+        let out = forward(&model, &batch, &loss);
+        last = out.total.clone().into_scalar();
+        let grads = out.total.backward();
+        let mut gp = GradientsParams::from_grads(grads, &model);
+        let norm = global_grad_norm(&model, &gp);
+        let scale = if norm > 1.0 { 1.0 / (norm + 1e-6) } else { 1.0 };
+        model = optim.step(1e-3, model, &mut gp, scale);
+        let dt = t0.elapsed().as_secs_f64();
+        if s >= WARMUP {
+            times.push(dt);
+        }
+    }
+    let step = median(times);
+    let ours = BATCH as f64 / step;
+    println!("one CLIP training step: ViT/8 64 px width 192 x 6 blocks, text 192 x 4, batch {BATCH}, AdamW");
+    println!("  pexc (burn flex, CPU)   {params:>9} params  {ours:>7.1} samples/s  ({:.0} ms/step, loss {last:.4})", step * 1e3);
+    let python = std::env::var("PEXC_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/train_step.py");
+    match Command::new(&python)
+        .args([script, "--threads", "2"])
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let v: serde_json::Value = text
+                .lines()
+                .last()
+                .and_then(|l| serde_json::from_str(l).ok())
+                .unwrap_or_default();
+            let theirs = v["samples_per_s"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  {:<22}  {:>9} params  {theirs:>7.1} samples/s  ({:.0} ms/step, loss {:.4})",
+                v["framework"].as_str().unwrap_or("pytorch"),
+                v["params"],
+                v["median_step_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
+                v["loss"].as_f64().unwrap_or(f64::NAN)
+            );
+            println!("  ratio pexc / pytorch: {:.2}", ours / theirs);
+        }
+        Ok(o) => println!(
+            "  pytorch: the reference failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => println!("  pytorch: cannot run `{python}`: {e}"),
+    }
+}
