@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// Two steps per phase: check that everything runs.
     #[arg(long)]
     pub smoke: bool,
+    /// A checkpoint every this many steps (and at the end of every phase).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: u64,
     /// Override a value: `--set core.batch=32K` (repeatable).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub sets: Vec<String>,
@@ -74,6 +77,7 @@ pub fn run_command(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
         smoke: args.smoke,
         sources,
         progress: true,
+        checkpoint_every: args.checkpoint_every,
     };
     // Ctrl-C: finish the step, write a checkpoint, stop.
     let _ = ctrlc::set_handler(|| {

@@ -30,6 +30,8 @@ pub struct RunOptions {
     /// The sources to copy into the run directory: (name as shown, text).
     pub sources: Vec<(String, String)>,
     pub progress: bool,
+    /// A checkpoint every this many steps (and at the end of every phase).
+    pub checkpoint_every: u64,
 }
 
 /// What a run did.
@@ -147,7 +149,7 @@ fn run_with<B: AutodiffBackend>(
         let init = initial_weights(stage, plan, &dir)?;
         let sopts = StageOptions {
             resume: opts.resume,
-            checkpoint_every: 50,
+            checkpoint_every: opts.checkpoint_every.max(1),
             max_steps_per_phase: opts.smoke.then_some(2),
             progress: opts.progress,
         };

@@ -362,7 +362,7 @@ impl Lowerer<'_> {
         if let Some(n) = unit("samples").and_then(|f| f.value.as_int()) {
             let n = n.max(0) as u64;
             let steps = n.div_ceil(batch);
-            let work = if n % batch == 0 {
+            let work = if n.is_multiple_of(batch) {
                 format!("{n} samples / batch {batch}")
             } else {
                 format!(
@@ -378,7 +378,7 @@ impl Lowerer<'_> {
                 Some((_, train)) => {
                     let n = epochs * train;
                     let steps = n.div_ceil(batch);
-                    let rounded = if n % batch == 0 { "" } else { ", rounded up" };
+                    let rounded = if n.is_multiple_of(batch) { "" } else { ", rounded up" };
                     return (
                         steps,
                         format!("{epochs} epochs of {train} samples / batch {batch}{rounded}"),
