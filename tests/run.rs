@@ -48,7 +48,10 @@ fn losses(m: &[Value]) -> Vec<(String, u64, String)> {
             (
                 v["phase"].as_str().unwrap_or("").to_string(),
                 v["step"].as_u64().unwrap_or(0),
-                format!("{} {} {} {}", v["loss"], v["clip"], v["mask_regularization"], v["lr"]),
+                format!(
+                    "{} {} {} {}",
+                    v["loss"], v["clip"], v["mask_regularization"], v["lr"]
+                ),
             )
         })
         .collect()
@@ -58,21 +61,44 @@ fn losses(m: &[Value]) -> Vec<(String, u64, String)> {
 fn a_run_writes_the_run_directory_and_is_deterministic() {
     let a = fresh_dir("a");
     let out = run(&a, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["plan.json", "metrics.jsonl", "eval.json", "report.md", "exports/micro_vision.safetensors"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "plan.json",
+        "metrics.jsonl",
+        "eval.json",
+        "report.md",
+        "exports/micro_vision.safetensors",
+    ] {
         assert!(a.join(f).is_file(), "{f} is missing");
     }
     assert!(a.join("sources").is_dir());
-    let ckpts: Vec<_> = std::fs::read_dir(a.join("checkpoints/core")).unwrap().flatten().collect();
+    let ckpts: Vec<_> = std::fs::read_dir(a.join("checkpoints/core"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert!(!ckpts.is_empty());
     // plan.json has the normative plan keys.
-    let plan: Value = serde_json::from_str(&std::fs::read_to_string(a.join("plan.json")).unwrap()).unwrap();
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["stages"][0]["name"], "core");
     assert!(plan["train_flops"].as_f64().unwrap() > 0.0);
     // One metrics line per step, with the normative fields.
     let m = metrics(&a);
     assert_eq!(m.len(), 10);
-    for key in ["stage", "phase", "step", "loss", "clip", "mask_regularization", "lr", "samples_per_s"] {
+    for key in [
+        "stage",
+        "phase",
+        "step",
+        "loss",
+        "clip",
+        "mask_regularization",
+        "lr",
+        "samples_per_s",
+    ] {
         assert!(m.iter().all(|v| !v[key].is_null()), "metrics lack `{key}`");
     }
     assert_eq!(m[0]["phase"], "r16");
@@ -81,7 +107,8 @@ fn a_run_writes_the_run_directory_and_is_deterministic() {
     // Warmup: lr rises from 0, then cosine falls to near 0 at the end.
     let lr: Vec<f64> = m.iter().map(|v| v["lr"].as_f64().unwrap()).collect();
     assert!(lr[0] < lr[2] && lr[9] < lr[3], "{lr:?}");
-    let eval: Value = serde_json::from_str(&std::fs::read_to_string(a.join("eval.json")).unwrap()).unwrap();
+    let eval: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("eval.json")).unwrap()).unwrap();
     assert!(eval["core"]["zero_shot_top1"].is_number(), "{eval}");
     assert!(eval["core"]["image_to_text_r1"].is_number(), "{eval}");
 
@@ -94,11 +121,19 @@ fn a_run_writes_the_run_directory_and_is_deterministic() {
     // A second run into the same directory reuses the unchanged stage...
     let out = run(&a, &[]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("reused core"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reused core"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(metrics(&a).len(), 10);
     // ...and reruns it when its plan changes.
     let out = run(&a, &["--set", "core.r24.steps=3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("trained core"));
     assert_eq!(metrics(&a).len(), 8);
     let _ = std::fs::remove_dir_all(&a);
@@ -109,7 +144,11 @@ fn a_run_writes_the_run_directory_and_is_deterministic() {
 fn a_run_killed_mid_stage_resumes_to_the_same_final_metrics() {
     let whole = fresh_dir("whole");
     let out = run(&whole, &["--checkpoint-every", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want = losses(&metrics(&whole));
 
     let cut = fresh_dir("cut");
@@ -127,7 +166,10 @@ fn a_run_killed_mid_stage_resumes_to_the_same_final_metrics() {
     let started = Instant::now();
     loop {
         let has = std::fs::read_dir(cut.join("checkpoints/core"))
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains("step-0000000")))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains("step-0000000"))
+            })
             .unwrap_or(false);
         let done = child.try_wait().ok().flatten().is_some();
         if has || done || started.elapsed() > Duration::from_secs(120) {
@@ -138,8 +180,16 @@ fn a_run_killed_mid_stage_resumes_to_the_same_final_metrics() {
     let _ = child.kill();
     let _ = child.wait();
     let steps_done = metrics_len(&cut);
+    assert!(
+        steps_done < 10,
+        "the run finished before it could be killed"
+    );
     let out = run(&cut, &["--checkpoint-every", "2", "--resume"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = losses(&metrics(&cut));
     assert_eq!(got, want, "killed after {steps_done} metric lines");
     let _ = std::fs::remove_dir_all(&whole);
@@ -153,7 +203,14 @@ fn metrics_len(dir: &Path) -> usize {
 #[test]
 fn an_unknown_backend_or_missing_gpu_is_an_error_not_a_panic() {
     let d = fresh_dir("cuda");
-    let out = run(&d, &["--backend", "cuda"]);
+    let out = pexc()
+        .arg("run")
+        .arg(micro())
+        .arg("--out")
+        .arg(&d)
+        .args(["--backend", "cuda"])
+        .output()
+        .expect("pexc runs");
     if out.status.success() {
         return; // a machine with a GPU and a CUDA build
     }
@@ -161,5 +218,37 @@ fn an_unknown_backend_or_missing_gpu_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.to_lowercase().contains("cuda"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_model_with_weights_starts_from_the_official_checkpoint() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/runs/from_fixture.pex");
+    let d = fresh_dir("weights");
+    let out = pexc()
+        .arg("run")
+        .arg(&root)
+        .arg("--out")
+        .arg(&d)
+        .args(["--backend", "cpu"])
+        .output()
+        .expect("pexc runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same file read as a deeper tower does not fit: the error names the missing key.
+    let out = pexc()
+        .arg("run")
+        .arg(&root)
+        .arg("--out")
+        .arg(&d)
+        .args(["--backend", "cpu", "--set", "vision.depth=4"])
+        .output()
+        .expect("pexc runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("transformer.resblocks.3"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -280,10 +280,17 @@ fn initial_weights(
         match &m.init {
             ModelInit::Random => {}
             ModelInit::Weights { path } => {
-                return Err(format!(
-                    "stage `{}`: `{}` starts from `{path}`: loading checkpoint files into training is not supported by this runtime yet",
-                    stage.name, m.name
-                ))
+                // A checkpoint in the official PE layout (`.pt` or `.safetensors`): the
+                // vision keys of a CLIP file or a vision-only file, or the text keys.
+                use crate::model::official::{from_official, read_tensors, Tower};
+                let tower = if field == "vision" {
+                    Tower::Vision
+                } else {
+                    Tower::Text
+                };
+                let tensors = read_tensors(std::path::Path::new(path))
+                    .map_err(|e| format!("stage `{}`: `{}`: {e}", stage.name, m.name))?;
+                out.insert(field.to_string(), from_official(&tensors, tower));
             }
             ModelInit::Stage { stage: from, model } => {
                 if plan.stage(from).is_none() {
@@ -292,7 +299,9 @@ fn initial_weights(
                 let record: Value = std::fs::read_to_string(dir.stage_record(from))
                     .ok()
                     .and_then(|s| serde_json::from_str(&s).ok())
-                    .ok_or_else(|| format!("stage `{from}` has not finished in this run directory"))?;
+                    .ok_or_else(|| {
+                        format!("stage `{from}` has not finished in this run directory")
+                    })?;
                 let ckpt = record["checkpoint"].as_str().unwrap_or_default();
                 let src_field = if record["towers"]["vision"] == model.as_str() {
                     "vision"

@@ -53,9 +53,13 @@ fn model<B: burn::tensor::backend::Backend>(device: &B::Device) -> ClipModel<B> 
 }
 
 /// Images at 12 px (a 3x3 grid against the 2x2 table: the interpolation is exercised).
-fn inputs<B: burn::tensor::backend::Backend>(device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 2, Int>) {
+fn inputs<B: burn::tensor::backend::Backend>(
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 2, Int>) {
     let n = 3;
-    let px: Vec<f32> = (0..n * 3 * 12 * 12).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let px: Vec<f32> = (0..n * 3 * 12 * 12)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
     let ids: Vec<i64> = vec![18, 3, 5, 19, 0, 0, 18, 7, 2, 9, 19, 0, 18, 11, 19, 0, 0, 0];
     (
         Tensor::from_data(TensorData::new(px, [n, 3, 12, 12]), device),
@@ -63,7 +67,11 @@ fn inputs<B: burn::tensor::backend::Backend>(device: &B::Device) -> (Tensor<B, 4
     )
 }
 
-fn clip_loss<B: burn::tensor::backend::Backend>(m: &ClipModel<B>, img: Tensor<B, 4>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+fn clip_loss<B: burn::tensor::backend::Backend>(
+    m: &ClipModel<B>,
+    img: Tensor<B, 4>,
+    ids: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
     let i = m.vision.encode(img).expect("pooled");
     let t = m.text.forward(ids);
     loss::clip(i, t, m.logit_scale.val(), 100.0)
@@ -89,7 +97,8 @@ fn ids_by_path<B: burn::tensor::backend::Backend, M: Module<B>>(m: &M) -> HashMa
 }
 
 fn grad_values<const D: usize>(g: &GradientsParams, id: ParamId) -> Option<Vec<f32>> {
-    g.get::<I, D>(id).map(|t| t.into_data().to_vec::<f32>().unwrap())
+    g.get::<I, D>(id)
+        .map(|t| t.into_data().to_vec::<f32>().unwrap())
 }
 
 #[test]
@@ -141,8 +150,12 @@ fn autodiff_gradients_match_finite_differences() {
         .unwrap_or_else(|| panic!("no gradient for {path}"));
         // A few entries spread over the tensor, the largest-gradient one among them.
         let n = s.values.len();
-        let mut entries: Vec<usize> = (0..5).map(|k| k * n / 5 + (k * 7) % (n / 5).max(1)).collect();
-        let big = (0..n).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+        let mut entries: Vec<usize> = (0..5)
+            .map(|k| k * n / 5 + (k * 7) % (n / 5).max(1))
+            .collect();
+        let big = (0..n)
+            .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+            .unwrap();
         entries.push(big);
         for i in entries {
             let mut plus = stored.clone();
@@ -153,7 +166,10 @@ fn autodiff_gradients_match_finite_differences() {
             let ad = f64::from(g[i]);
             let err = (fd - ad).abs() / (fd.abs().max(ad.abs()).max(1e-2));
             worst = worst.max(err);
-            assert!(err < 2e-2, "{path}[{i}]: autodiff {ad:.6} vs finite difference {fd:.6}");
+            assert!(
+                err < 2e-2,
+                "{path}[{i}]: autodiff {ad:.6} vs finite difference {fd:.6}"
+            );
         }
     }
     println!("worst relative error {worst:.2e}");

@@ -283,9 +283,9 @@ impl SyntheticShapes {
         }
         let large = r.below(2) == 1;
         let radius = if large {
-            r.range(0.17, 0.22)
+            r.range(0.22, 0.28)
         } else {
-            r.range(0.09, 0.12)
+            r.range(0.14, 0.18)
         };
         let region = r.below(9);
         let cx = REGION_CENTRES[region % 3] + r.range(-0.05, 0.05);
@@ -306,15 +306,19 @@ impl SyntheticShapes {
         let size = if large { "large" } else { "small" };
         let name = SHAPES[shape];
         let pos = POSITIONS[region];
+        // Several templates leave out colour, size or position, so that matching a caption
+        // often needs the shape itself: were every attribute always named, colour, size and
+        // position together would tell most images of a batch apart and the shape would be
+        // learned last.
         let caption = match r.below(8) {
-            0 => format!("a {size} {colour_name} {name} at the {pos}"),
-            1 => format!("a {colour_name} {name} at the {pos}"),
-            2 => format!("a {size} {colour_name} {name}"),
-            3 => format!("a {colour_name} {name}"),
-            4 => format!("a {size} {name} at the {pos}"),
-            5 => format!("a {colour_name} {name} on a {bg_name} background"),
-            6 => format!("a picture of a {size} {colour_name} {name}"),
-            _ => format!("a {name}"),
+            0 => format!("a {size} {colour_name} {name}"),
+            1 => format!("a {colour_name} {name}"),
+            2 => format!("a {name}"),
+            3 => format!("a {size} {name}"),
+            4 => format!("a picture of a {colour_name} {name}"),
+            5 => format!("a {name} at the {pos}"),
+            6 => format!("a {colour_name} {name} at the {pos}"),
+            _ => format!("a {colour_name} {name} on a {bg_name} background"),
         };
         Ok(Shape {
             scene: Scene {
