@@ -114,13 +114,13 @@ fn graph_and_explain_of_the_pipelines() {
         "experiments/tiny/pipeline.pex",
         "experiments/pe/pipeline.pex",
     ] {
-        let dot = pexc(&["graph", &file]);
-        let mermaid = pexc(&["graph", "--format", "mermaid", &file]);
-        let explain = pexc(&["explain", &file]);
+        let dot = pexc(&["graph", file]);
+        let mermaid = pexc(&["graph", "--format", "mermaid", file]);
+        let explain = pexc(&["explain", file]);
         for o in [&dot, &mermaid, &explain] {
             assert_eq!(code(o), 0, "{}", stderr(o));
         }
-        insta::with_settings!({ snapshot_suffix => suffix(&file), prepend_module_to_snapshot => false }, {
+        insta::with_settings!({ snapshot_suffix => suffix(file), prepend_module_to_snapshot => false }, {
             insta::assert_snapshot!("graph_dot", stdout(&dot));
             insta::assert_snapshot!("graph_mermaid", stdout(&mermaid));
             insta::assert_snapshot!("explain", stdout(&explain));

@@ -192,14 +192,11 @@ pub fn markdown(
     s
 }
 
+/// Named curves of (step, value) points.
+pub type Series = Vec<(String, Vec<(f64, f64)>)>;
+
 /// The loss (total and each term) and learning-rate series of a stage.
-pub fn series(
-    metrics: &[Value],
-    stage: &str,
-) -> (
-    Vec<(String, Vec<(f64, f64)>)>,
-    Vec<(String, Vec<(f64, f64)>)>,
-) {
+pub fn series(metrics: &[Value], stage: &str) -> (Series, Series) {
     let rows: Vec<&Value> = metrics.iter().filter(|m| m["stage"] == stage).collect();
     let mut names: Vec<String> = vec!["loss".into()];
     for r in &rows {

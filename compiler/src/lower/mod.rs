@@ -378,7 +378,11 @@ impl Lowerer<'_> {
                 Some((_, train)) => {
                     let n = epochs * train;
                     let steps = n.div_ceil(batch);
-                    let rounded = if n.is_multiple_of(batch) { "" } else { ", rounded up" };
+                    let rounded = if n.is_multiple_of(batch) {
+                        ""
+                    } else {
+                        ", rounded up"
+                    };
                     return (
                         steps,
                         format!("{epochs} epochs of {train} samples / batch {batch}{rounded}"),

@@ -60,7 +60,7 @@ fn positive(c: &Ctor, name: &str) -> Result<usize, String> {
 }
 
 fn heads_divide(ctor: &str, width: usize, heads: usize) -> Result<usize, String> {
-    if width % heads != 0 {
+    if !width.is_multiple_of(heads) {
         return Err(format!(
             "`{ctor}`: width {width} is not divisible by {heads} heads"
         ));

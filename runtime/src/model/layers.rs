@@ -178,9 +178,9 @@ impl<B: Backend> Attention<B> {
         let q = project(
             q,
             weight.clone().slice([0..w, 0..w]),
-            bias.clone().slice([0..w]),
+            bias.clone().narrow(0, 0, w),
         );
-        let kv = project(x, weight.slice([0..w, w..3 * w]), bias.slice([w..3 * w]));
+        let kv = project(x, weight.slice([0..w, w..3 * w]), bias.narrow(0, w, 2 * w));
         let [n, t, _] = kv.dims();
         let k = self.split_heads(kv.clone().slice([0..n, 0..t, 0..w]));
         let v = self.split_heads(kv.slice([0..n, 0..t, w..2 * w]));

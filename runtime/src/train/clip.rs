@@ -148,7 +148,7 @@ pub fn forward<B: AutodiffBackend>(
     let (images, mask, copies) = match &batch.masks {
         Some(m) => {
             let [k, patches] = m.dims();
-            let copies = batch.images.clone().slice([0..k]);
+            let copies = batch.images.clone().narrow(0, 0, k);
             let none = Tensor::<B, 2, Bool>::from_data(
                 TensorData::new(vec![false; n * patches], [n, patches]),
                 &device,
@@ -167,7 +167,7 @@ pub fn forward<B: AutodiffBackend>(
         Some(p) => p,
         None => out.tokens.clone().mean_dim(1).squeeze_dim::<2>(1),
     };
-    let img = pooled.slice([0..n]);
+    let img = pooled.narrow(0, 0, n);
     let txt = model.text.forward(batch.tokens.clone());
 
     let mut terms = Vec::new();
@@ -188,9 +188,9 @@ pub fn forward<B: AutodiffBackend>(
             ),
             "mask_regularization" if copies > 0 => {
                 let tokens = out.tokens.clone();
-                let masked = tokens.clone().slice([n..n + copies]);
+                let masked = tokens.clone().narrow(0, n, copies);
                 // The unmasked side is a fixed target: the gradients stay disjoint.
-                let target = tokens.slice([0..copies]).detach();
+                let target = tokens.narrow(0, 0, copies).detach();
                 let Some(m) = &batch.masks else { continue };
                 // Weights over every token: the CLS token (when there is one) is not a
                 // masked position.
