@@ -110,6 +110,9 @@ fn main() {
         ids[r * CTX + CTX - 1] = VOCAB as i64 - 1;
     }
     let mut times = Vec::new();
+    // Where a step's time goes: forward (with the loss read back), backward, the global
+    // gradient norm, the optimizer update.
+    let mut parts: [Vec<f64>; 4] = Default::default();
     let mut last = 0.0;
     for s in 0..WARMUP + STEPS {
         let t0 = Instant::now();
@@ -126,20 +129,40 @@ fn main() {
         };
         let out = forward(&model, &batch, &loss);
         last = out.total.clone().into_scalar();
+        let t1 = Instant::now();
         let grads = out.total.backward();
         let mut gp = GradientsParams::from_grads(grads, &model);
+        let t2 = Instant::now();
         let norm = global_grad_norm(&model, &gp);
         let scale = if norm > 1.0 { 1.0 / (norm + 1e-6) } else { 1.0 };
+        let t3 = Instant::now();
         model = optim.step(1e-3, model, &mut gp, scale);
+        // The update is lazy on some backends: reading one weight back waits for it.
+        let _ = model.logit_scale.val().into_scalar();
+        let t4 = Instant::now();
         let dt = t0.elapsed().as_secs_f64();
         if s >= WARMUP {
             times.push(dt);
+            for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)]
+                .into_iter()
+                .enumerate()
+            {
+                parts[k].push((b - a).as_secs_f64());
+            }
         }
     }
     let step = median(times);
     let ours = BATCH as f64 / step;
     println!("one CLIP training step: ViT/8 64 px width 192 x 6 blocks, text 192 x 4, batch {BATCH}, AdamW");
     println!("  pexc (burn flex, CPU)   {params:>9} params  {ours:>7.1} samples/s  ({:.0} ms/step, loss {last:.4})", step * 1e3);
+    let [f, b, n, o] = parts.map(median);
+    println!(
+        "    of which forward {:.0} ms, backward {:.0} ms, gradient norm {:.0} ms, optimizer {:.0} ms",
+        f * 1e3,
+        b * 1e3,
+        n * 1e3,
+        o * 1e3
+    );
     let python = std::env::var("PEXC_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/train_step.py");
     match Command::new(&python)
