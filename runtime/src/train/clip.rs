@@ -161,7 +161,12 @@ pub fn forward<B: AutodiffBackend>(
         }
         None => (batch.images.clone(), None, 0),
     };
-    let out = model.vision.forward_masked(images, mask);
+    // Mask regularisation compares the last block's tokens, before `ln_post`: after it,
+    // every token can be made the same (a LayerNorm weight of zero leaves only its bias),
+    // which satisfies the cosine target by collapsing the tower (measured: the CLIP loss
+    // stuck at ln(batch) from step 16 with AdamW 1e-3).
+    let last = model.vision.depth().saturating_sub(1);
+    let out = model.vision.forward_taps(images, mask, &[last]);
     // `towers` admits only pooled towers; the token mean keeps this total regardless.
     let pooled = match out.pooled {
         Some(p) => p,
@@ -187,7 +192,7 @@ pub fn forward<B: AutodiffBackend>(
                 model.logit_bias.val(),
             ),
             "mask_regularization" if copies > 0 => {
-                let tokens = out.tokens.clone();
+                let tokens = out.taps.first().cloned().unwrap_or_else(|| out.tokens.clone());
                 let masked = tokens.clone().narrow(0, n, copies);
                 // The unmasked side is a fixed target: the gradients stay disjoint.
                 let target = tokens.narrow(0, 0, copies).detach();
