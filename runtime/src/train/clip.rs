@@ -192,7 +192,11 @@ pub fn forward<B: AutodiffBackend>(
                 model.logit_bias.val(),
             ),
             "mask_regularization" if copies > 0 => {
-                let tokens = out.taps.first().cloned().unwrap_or_else(|| out.tokens.clone());
+                let tokens = out
+                    .taps
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| out.tokens.clone());
                 let masked = tokens.clone().narrow(0, n, copies);
                 // The unmasked side is a fixed target: the gradients stay disjoint.
                 let target = tokens.narrow(0, 0, copies).detach();
