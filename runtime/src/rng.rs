@@ -1,14 +1,13 @@
 //! A small deterministic PRNG (SplitMix64): the same seed gives the same stream on every
 //! machine and every version, which run determinism and resumption rely on.
 
+/// The data crate's SplitMix64 generator, with the runtime's stream derivation.
 #[derive(Clone, Debug)]
-pub struct SplitMix {
-    state: u64,
-}
+pub struct SplitMix(pexc_data::Rng);
 
 impl SplitMix {
     pub fn new(seed: u64) -> Self {
-        SplitMix { state: seed }
+        SplitMix(pexc_data::Rng::new(seed))
     }
 
     /// A stream for one purpose at one step: independent of how many numbers other
@@ -22,11 +21,7 @@ impl SplitMix {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, n).
