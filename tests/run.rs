@@ -252,3 +252,17 @@ fn a_model_with_weights_starts_from_the_official_checkpoint() {
     assert!(err.contains("transformer.resblocks.3"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn what_the_runtime_does_not_do_is_refused_before_training() {
+    let d = fresh_dir("bf16");
+    let out = run(&d, &["--set", "core.precision=bf16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("precision: bf16") && err.contains("not supported"),
+        "{err}"
+    );
+    assert!(!d.join("metrics.jsonl").exists(), "nothing trained");
+    let _ = std::fs::remove_dir_all(&d);
+}

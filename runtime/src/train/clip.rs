@@ -77,6 +77,25 @@ pub fn towers(stage: &StagePlan) -> Result<Towers, String> {
         if !p.regularize.is_empty() {
             return Err(unsupported("`regularize`".into()));
         }
+        // What the loop does not do is refused, not silently run another way.
+        if p.precision != "fp32" {
+            return Err(unsupported(format!(
+                "`precision: {}` (this runtime trains in fp32)",
+                p.precision
+            )));
+        }
+        if p.accumulate > 1 {
+            return Err(unsupported(format!(
+                "gradient accumulation (`accumulate: {}`)",
+                p.accumulate
+            )));
+        }
+    }
+    if stage.devices > 1 {
+        return Err(unsupported(format!(
+            "`devices: {}` (this runtime trains on one device)",
+            stage.devices
+        )));
     }
     Ok(Towers {
         vision: vision[0].name.clone(),
