@@ -6,7 +6,7 @@ use crate::augment::{self, Augment};
 use crate::error::DataError;
 use crate::image::RgbImage;
 use crate::rng::Rng;
-use crate::{generic_prompts, real_split, string, Dataset, Sample, Split};
+use crate::{real_split, string, Dataset, Sample, Split};
 use pexc_compiler::lower::plan::Ctor;
 
 /// An image-text pair on disk.
@@ -148,14 +148,6 @@ impl Dataset for ImageText {
                 idx,
                 len: self.entries.len(),
             })
-    }
-
-    fn prompt(&self, c: usize) -> String {
-        self.prompts(c).swap_remove(0)
-    }
-
-    fn prompts(&self, c: usize) -> Vec<String> {
-        generic_prompts(c)
     }
 }
 

@@ -61,9 +61,21 @@ pub trait Dataset: Send + Sync {
         None
     }
     /// The zero-shot prompt of class `c` (the first of `prompts(c)`).
-    fn prompt(&self, c: usize) -> String;
+    fn prompt(&self, c: usize) -> String {
+        first_prompt(self.prompts(c), c)
+    }
     /// The prompt ensemble of class `c`, for zero-shot evaluation.
-    fn prompts(&self, c: usize) -> Vec<String>;
+    fn prompts(&self, c: usize) -> Vec<String> {
+        generic_prompts(c)
+    }
+}
+
+/// The first prompt of an ensemble (the generic one for an empty ensemble).
+pub(crate) fn first_prompt(prompts: Vec<String>, c: usize) -> String {
+    prompts
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| format!("a photo of class {c}"))
 }
 
 /// Opens the data source a plan's constructor names. A video source opens as images:
@@ -166,7 +178,7 @@ pub(crate) fn real_split(n: usize, split: Split) -> std::ops::Range<usize> {
 
 /// Prompts for data without classes: a neutral caption.
 pub(crate) fn generic_prompts(c: usize) -> Vec<String> {
-    vec![format!("a photo of class {c}")]
+    vec![first_prompt(Vec::new(), c)]
 }
 
 #[cfg(test)]

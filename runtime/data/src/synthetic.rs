@@ -381,10 +381,6 @@ impl Dataset for SyntheticShapes {
         )
     }
 
-    fn prompt(&self, c: usize) -> String {
-        self.prompts(c).swap_remove(0)
-    }
-
     fn prompts(&self, c: usize) -> Vec<String> {
         shape_prompts(SHAPES.get(c).copied().unwrap_or("shape"))
     }

@@ -47,7 +47,7 @@ pub trait VideoDataset: Send + Sync {
         None
     }
     fn prompt(&self, c: usize) -> String {
-        self.prompts(c).swap_remove(0)
+        crate::first_prompt(self.prompts(c), c)
     }
     fn prompts(&self, c: usize) -> Vec<String> {
         generic_prompts(c)

@@ -10,7 +10,7 @@ use crate::error::DataError;
 use crate::image::RgbImage;
 use crate::image_text::sample;
 use crate::rng::Rng;
-use crate::{generic_prompts, real_split, string, Dataset, Sample, Split};
+use crate::{real_split, string, Dataset, Sample, Split};
 use pexc_compiler::lower::plan::Ctor;
 
 /// Expands brace patterns: numeric ranges `{00000..00099}` (the width of a zero-padded
@@ -235,14 +235,6 @@ impl Dataset for WebDataset {
                 idx,
                 len: self.items.len(),
             })
-    }
-
-    fn prompt(&self, c: usize) -> String {
-        self.prompts(c).swap_remove(0)
-    }
-
-    fn prompts(&self, c: usize) -> Vec<String> {
-        generic_prompts(c)
     }
 }
 

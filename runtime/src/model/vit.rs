@@ -202,8 +202,7 @@ impl<B: Backend> VisionTransformer<B> {
         })
     }
 
-    /// The full forward pass with the block outputs of `taps` (0-based) kept. Stops after
-    /// the last tap when `tokens_only` and nothing after it is needed.
+    /// The full forward pass with the block outputs of `taps` (0-based) kept.
     pub fn forward_taps(
         &self,
         x: Tensor<B, 4>,

@@ -184,8 +184,12 @@ pub fn forward<B: AutodiffBackend>(
     // every token can be made the same (a LayerNorm weight of zero leaves only its bias),
     // which satisfies the cosine target by collapsing the tower (measured: the CLIP loss
     // stuck at ln(batch) from step 16 with AdamW 1e-3).
-    let last = model.vision.depth().saturating_sub(1);
-    let out = model.vision.forward_taps(images, mask, &[last]);
+    let taps: Vec<usize> = if copies > 0 {
+        vec![model.vision.depth().saturating_sub(1)]
+    } else {
+        Vec::new()
+    };
+    let out = model.vision.forward_taps(images, mask, &taps);
     // `towers` admits only pooled towers; the token mean keeps this total regardless.
     let pooled = match out.pooled {
         Some(p) => p,
