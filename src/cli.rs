@@ -157,8 +157,8 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
 
 /// `--check-paths`: every path-typed argument must name something that exists, relative
 /// to the file that wrote it.
-fn check_paths(outcome: &mut Outcome) {
-    let mut found: Vec<(FileId, String, pexc_compiler::source::Span)> = Vec::new();
+pub(crate) fn check_paths(outcome: &mut Outcome) {
+    let mut found: Vec<(FileId, String, pexc_compiler::source::Span, bool)> = Vec::new();
     let checked = &outcome.checked;
     for d in &checked.defs {
         if let Some(v) = &d.value {
@@ -177,10 +177,10 @@ fn check_paths(outcome: &mut Outcome) {
             collect_paths(&b.value, &mut found);
         }
     }
-    found.sort_by_key(|(f, _, s)| (*f, s.start));
+    found.sort_by_key(|(f, _, s, _)| (*f, s.start));
     found.dedup();
     let mut missing: Vec<PathBuf> = Vec::new();
-    for (file, path, span) in found {
+    for (file, path, span, want_dir) in found {
         let Origin::Path(origin) = &checked.loaded.sources.get(file).origin else {
             continue;
         };
@@ -197,6 +197,23 @@ fn check_paths(outcome: &mut Outcome) {
                 Error::PathMissing {
                     path,
                     resolved: resolved.display().to_string(),
+                    span: span.into(),
+                },
+            );
+        } else if resolved.is_dir() != want_dir {
+            let (expected, found, help) = if want_dir {
+                ("a directory", "a file", "this argument names a directory of data")
+            } else {
+                ("a file", "a directory", "this argument names a file (a checkpoint, a captions JSONL, a shard, a tokenizer)")
+            };
+            outcome.problems.push(
+                file,
+                Error::PathWrongKind {
+                    path,
+                    resolved: resolved.display().to_string(),
+                    expected: expected.into(),
+                    found: found.into(),
+                    help: help.into(),
                     span: span.into(),
                 },
             );
@@ -222,7 +239,9 @@ fn first_shard(pattern: &str) -> String {
     }
 }
 
-fn collect_paths(v: &Val, out: &mut Vec<(FileId, String, pexc_compiler::source::Span)>) {
+/// Every path argument: (file, path, span, whether it names a directory: a data `root`,
+/// a mask-logits `source`).
+fn collect_paths(v: &Val, out: &mut Vec<(FileId, String, pexc_compiler::source::Span, bool)>) {
     match &v.value {
         Value::Call(c) => {
             // `captions` is relative to `root` (language.md section 1).
@@ -241,7 +260,8 @@ fn collect_paths(v: &Val, out: &mut Vec<(FileId, String, pexc_compiler::source::
                             (Some(r), "captions") => Path::new(r).join(s).display().to_string(),
                             _ => s.clone(),
                         };
-                        out.push((arg.file, path, arg.span))
+                        let dir = matches!(*name, "root" | "source");
+                        out.push((arg.file, path, arg.span, dir))
                     }
                     _ => collect_paths(arg, out),
                 }

@@ -102,11 +102,10 @@ pub fn fmt_with_stdin(
     }
 }
 
+/// As the checker reads: a directory is an error, and at most one byte past the size
+/// limit is read (the formatter then refuses the file as too large).
 fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    if path.is_dir() {
-        return Err(std::io::Error::other("is a directory"));
-    }
-    fs::read(path)
+    pexc_compiler::Loader::read(&pexc_compiler::FsLoader, path)
 }
 
 fn io_reason(e: &std::io::Error) -> String {

@@ -1,6 +1,6 @@
 //! `pexc run`: check, lower, and execute a plan with the burn runtime.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use pexc_compiler::source::Origin;
@@ -41,14 +41,69 @@ pub struct RunArgs {
     /// Override a value: `--set core.batch=32K` (repeatable).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub sets: Vec<String>,
+    /// Refuse to start when a phase's memory estimate exceeds this (`512MiB`, `8GiB`,
+    /// bytes); default on the CPU: the memory available on this machine.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+}
+
+/// A size in bytes: a whole number with an optional unit (`B`, `KiB`, `MiB`, `GiB`,
+/// `TiB`, or `K`/`M`/`G`/`T` for powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (such as 512MiB or 8GiB)"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "K" | "KB" => 1e3,
+        "M" | "MB" => 1e6,
+        "G" | "GB" => 1e9,
+        "T" | "TB" => 1e12,
+        "Ki" | "KiB" => 1024.0,
+        "Mi" | "MiB" => 1024.0 * 1024.0,
+        "Gi" | "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" | "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("`{other}` is not a unit of size (B, KiB, MiB, GiB, TiB)")),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("`{s}` is not a size this machine can have"));
+    }
+    Ok(bytes as u64)
 }
 
 /// `pexc run`: 0 done, 1 diagnostics or a failed run, 2 usage and I/O errors.
 pub fn run_command(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let (outcome, plan) = match plan_of(&args.file, &args.sets, err) {
+    let (mut outcome, plan) = match plan_of(&args.file, &args.sets, err) {
         Ok(x) => x,
         Err(code) => return code,
     };
+    // `run` needs its data, weights and teacher sources: a missing one, or a file where
+    // a directory belongs (or the reverse), is a diagnostic at its span.
+    let before = outcome.problems.list.len();
+    crate::cli::check_paths(&mut outcome);
+    let style = crate::render::Style {
+        color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        width: 100,
+    };
+    let mut path_errors = 0;
+    for p in &outcome.problems.list[before..] {
+        let _ = write!(err, "{}", crate::render::human(p, outcome.sources(), style));
+        path_errors += usize::from(p.is_error());
+    }
+    if path_errors > 0 {
+        let _ = writeln!(
+            err,
+            "pexc: {path_errors} path error{}; nothing was run",
+            if path_errors == 1 { "" } else { "s" }
+        );
+        return 1;
+    }
     let stem = args
         .file
         .file_stem()
@@ -78,6 +133,7 @@ pub fn run_command(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
         sources,
         progress: true,
         checkpoint_every: args.checkpoint_every,
+        max_memory: args.max_memory,
     };
     // Ctrl-C: finish the step, write a checkpoint, stop.
     let _ = ctrlc::set_handler(|| {
@@ -104,6 +160,9 @@ pub fn run_command(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
                         100.0 * e["text_to_image_r1"].as_f64().unwrap_or(0.0)
                     );
                 }
+            }
+            for n in &summary.notes {
+                let _ = writeln!(out, "  note: {n}");
             }
             let _ = writeln!(out, "  report: {}", out_dir.join("report.md").display());
             if summary.stopped {

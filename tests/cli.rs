@@ -1,6 +1,7 @@
 //! The `pexc` binary as users run it: exit codes 0/1/2, JSON on stdout, human diagnostics on
 //! stderr, one-line I/O errors without backtraces.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn pexc(args: &[&str]) -> Output {
@@ -170,4 +171,96 @@ fn paths_are_checked_only_when_asked() {
         })
         .collect();
     assert_eq!(missing, [("pex::path::missing", 6)]);
+}
+
+/// Every command that reads an experiment: a missing file, a directory, a path through a
+/// file (unreadable whoever runs it, root included) and a bad `--set` exit 2 with a
+/// one-line message and no backtrace, even with RUST_BACKTRACE set.
+#[test]
+fn every_command_exits_two_on_io_and_usage_errors_without_a_backtrace() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pexc"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("pexc runs")
+    };
+    let out = std::env::temp_dir().join(format!("pexc-cli-io-{}", std::process::id()));
+    let out = out.to_string_lossy().into_owned();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["check"],
+        vec!["plan"],
+        vec!["graph"],
+        vec!["explain"],
+        vec!["fmt", "--check"],
+        vec!["run", "--out", &out, "--backend", "cpu"],
+    ];
+    let files = [
+        ("tests/no_such_file.pex", "no such file"),
+        ("tests", "is a directory"),
+        ("tests/valid/minimal.pex/inner.pex", "cannot read"),
+    ];
+    let mut cases = 0;
+    for cmd in &commands {
+        for (file, fragment) in files {
+            let mut args = cmd.clone();
+            args.push(file);
+            let o = run(&args);
+            assert_io_error(&o, fragment);
+            assert!(stderr(&o).contains(file), "{args:?}: {}", stderr(&o));
+            assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+            cases += 1;
+        }
+    }
+    // A bad `--set` on the commands that take one.
+    for cmd in [vec!["plan"], vec!["explain"], vec!["run", "--out", &out]] {
+        for set in ["core.batch", "core.batch=((", "nowhere.x=1", "core.batch=\"many\""] {
+            let mut args = cmd.clone();
+            args.extend(["tests/runs/micro.pex", "--set", set]);
+            let o = run(&args);
+            assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+            let err = stderr(&o);
+            assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+            assert!(!err.is_empty());
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 30);
+    assert!(!Path::new(&out).exists(), "run created nothing");
+}
+
+#[test]
+fn a_file_that_never_ends_is_refused_by_size_not_read_forever() {
+    if !Path::new("/dev/zero").exists() {
+        return;
+    }
+    let o = pexc(&["check", "/dev/zero"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pex::syntax::file_size"), "{}", stderr(&o));
+}
+
+#[test]
+fn importing_a_directory_or_a_missing_file_is_a_diagnostic() {
+    let d = std::env::temp_dir().join(format!("pexc-cli-import-{}", std::process::id()));
+    std::fs::create_dir_all(d.join("lib.pex")).expect("dir");
+    std::fs::write(
+        d.join("root.pex"),
+        "use \"lib.pex\"::{x}\nuse \"gone.pex\"::{y}\n",
+    )
+    .expect("write");
+    let root = d.join("root.pex");
+    let o = pexc(&["check", "--format", "json", &root.to_string_lossy()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let codes: Vec<&str> = doc["diagnostics"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|d| d["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"pex::import::unreadable"), "{codes:?}");
+    assert!(codes.contains(&"pex::import::missing_file"), "{codes:?}");
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -251,3 +251,123 @@ fn long_operator_chains_are_a_diagnostic_not_a_stack_overflow() {
         .list
         .is_empty());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// `--set` overrides as typed on a command line: arbitrary text, or a path and a value
+    /// spliced from the language's tokens.
+    #[test]
+    fn arbitrary_overrides_never_panic(
+        raw in proptest::collection::vec(".{0,40}", 0..4),
+        spliced in proptest::collection::vec((0..TOKENS.len(), 0..TOKENS.len(), 0..TOKENS.len()), 0..4),
+    ) {
+        let mut sets = raw;
+        for (a, b, c) in spliced {
+            sets.push(format!("core.{}={}{}", TOKENS[a], TOKENS[b], TOKENS[c]));
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/runs/micro.pex");
+        let outcome = pexc_compiler::check_file_with(&root, "micro.pex", &pexc_compiler::FsLoader, &sets)
+            .expect("micro.pex is readable");
+        if !outcome.has_errors() {
+            let mut problems = pexc_compiler::Problems::default();
+            let _ = pexc_compiler::lower::lower(&outcome.checked, &mut problems);
+        }
+    }
+}
+
+/// The inputs of the properties above, counted: a fixed, reproducible number of mutated
+/// experiments and byte strings (4 x `PROPTEST_CASES`, default 2,048 each) through parse,
+/// check and lowering, reported on stderr (`--nocapture`). proptest turns a panic into a
+/// failure with the input that caused it.
+#[test]
+fn a_counted_run_of_inputs_reports_how_many_ran_and_none_panicked() {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let n = cases() * 4;
+    let files = corpus();
+    assert!(!files.is_empty());
+    let runner = |seed: u8| {
+        TestRunner::new_with_rng(
+            Config {
+                cases: n,
+                failure_persistence: None,
+                ..Config::default()
+            },
+            TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
+        )
+    };
+    let mut mutated = 0u32;
+    let mut planned = 0u32;
+    runner(1)
+        .run(
+            &(any::<usize>(), proptest::collection::vec(mutation(), 1..6)),
+            |(seed, mutations)| {
+                let (path, original) = &files[seed % files.len()];
+                let mut bytes = original.clone();
+                for m in &mutations {
+                    apply(&mut bytes, m);
+                }
+                let loader = Mutated {
+                    root: path.clone(),
+                    bytes,
+                };
+                let display = path.display().to_string();
+                let outcome = check_file(path, &display, &loader).expect("in memory");
+                if !outcome.has_errors() {
+                    let mut problems = pexc_compiler::Problems::default();
+                    let _ = pexc_compiler::lower::lower(&outcome.checked, &mut problems);
+                    planned += 1;
+                }
+                mutated += 1;
+                Ok(())
+            },
+        )
+        .expect("no mutated experiment panics");
+    let mut bytes_run = 0u32;
+    runner(2)
+        .run(&proptest::collection::vec(any::<u8>(), 0..4096), |bytes| {
+            let _ = check_source("fuzz.pex", &bytes);
+            bytes_run += 1;
+            Ok(())
+        })
+        .expect("no byte string panics");
+    eprintln!(
+        "front end: {mutated} mutated experiments ({planned} still valid, lowered to a plan) and {bytes_run} arbitrary byte strings checked; none panicked"
+    );
+    assert_eq!((mutated, bytes_run), (n, n));
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_a_diagnostic() {
+    let big = vec![b' '; pexc_compiler::syntax::MAX_FILE_BYTES + 1];
+    let outcome = check_source("big.pex", &big);
+    let codes: Vec<String> = outcome.problems.list.iter().map(|p| p.code()).collect();
+    assert_eq!(codes, ["pex::syntax::file_size"]);
+    // Cut inside a multi-byte character: still the size, not the encoding.
+    let mut big = "é".repeat(pexc_compiler::syntax::MAX_FILE_BYTES / 2 + 1).into_bytes();
+    big.pop();
+    let outcome = check_source("big.pex", &big);
+    let codes: Vec<String> = outcome.problems.list.iter().map(|p| p.code()).collect();
+    assert_eq!(codes, ["pex::syntax::file_size"]);
+}
+
+#[test]
+fn deep_nesting_in_an_override_is_a_diagnostic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/runs/micro.pex");
+    for set in [
+        format!("core.batch={}", "(".repeat(100_000)),
+        format!("core.batch=1{}", " + 1".repeat(20_000)),
+    ] {
+        let outcome =
+            pexc_compiler::check_file_with(&root, "micro.pex", &pexc_compiler::FsLoader, &[set])
+                .expect("readable");
+        assert!(outcome.has_errors());
+        let codes: Vec<String> = outcome.problems.list.iter().map(|p| p.code()).collect();
+        assert!(
+            codes
+                .iter()
+                .all(|c| c == "pex::syntax::nesting" || c == "pex::syntax::too_long"),
+            "{codes:?}"
+        );
+    }
+}

@@ -55,7 +55,7 @@ pub enum Error {
         span: SourceSpan,
     },
 
-    #[error("the file has {bytes} bytes, more than the limit of {limit}")]
+    #[error("the file is larger than the limit of {limit} bytes (read: {bytes})")]
     #[diagnostic(
         code(pex::syntax::file_size),
         help("split the experiment into modules imported with `use \"file.pex\"::{{..}}`")
@@ -537,6 +537,18 @@ pub enum Error {
         path: String,
         resolved: String,
         #[label("no file or directory at {resolved}")]
+        span: SourceSpan,
+    },
+
+    #[error("`{path}` is {found}, not {expected}")]
+    #[diagnostic(code(pex::path::wrong_kind), help("{help}"))]
+    PathWrongKind {
+        path: String,
+        resolved: String,
+        expected: String,
+        found: String,
+        help: String,
+        #[label("{found} at {resolved}")]
         span: SourceSpan,
     },
 

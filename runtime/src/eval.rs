@@ -53,6 +53,7 @@ pub fn evaluate<B: Backend>(
     stage: &StagePlan,
     tok: &data::Tokenizer,
     context: usize,
+    bad: &std::sync::Arc<data::BadLog>,
     device: &B::Device,
 ) -> Result<Value, String> {
     let Some(phase) = stage.phases.last() else {
@@ -61,16 +62,29 @@ pub fn evaluate<B: Backend>(
     let Some(DataPlan::Source(ctor)) = &phase.data else {
         return Ok(json!({"note": "data written by another stage: not evaluated"}));
     };
-    let ds = data::open(ctor, Split::HeldOut).map_err(|e| e.to_string())?;
+    let raw: std::sync::Arc<dyn data::Dataset> =
+        std::sync::Arc::from(data::open(ctor, Split::HeldOut).map_err(|e| e.to_string())?);
+    // The same `on_bad` rule as training; a skipped held-out sample is left out.
+    let ds = data::Screened::new(
+        raw,
+        crate::train::on_bad(ctor)?,
+        Some((tok.clone(), context)),
+        bad.clone(),
+    );
     let n = ds.len();
-    if n == 0 {
-        return Ok(json!({"note": "no held-out data"}));
-    }
     let res = phase.resolution as usize;
     let mut rng = data::Rng::new(0);
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
-        samples.push(ds.get(i, res, &mut rng).map_err(|e| e.to_string())?);
+        if let Some(s) = ds
+            .get_good(i, res, &mut rng)
+            .map_err(|e| format!("held-out data: {e}"))?
+        {
+            samples.push(s);
+        }
+    }
+    if samples.is_empty() {
+        return Ok(json!({"note": "no held-out data"}));
     }
     // Image embeddings.
     let mut parts = Vec::new();

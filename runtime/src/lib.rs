@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod eval;
+pub mod fault;
 pub mod loss;
 pub mod model;
 pub mod optim;

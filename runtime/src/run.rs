@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// A checkpoint every this many steps (and at the end of every phase).
     pub checkpoint_every: u64,
+    /// Refuse a plan whose memory estimate for a phase exceeds this many bytes (default:
+    /// on the CPU, the machine's available memory).
+    pub max_memory: Option<u64>,
 }
 
 /// What a run did.
@@ -42,6 +45,9 @@ pub struct RunSummary {
     pub reused: Vec<String>,
     pub eval: Value,
     pub stopped: bool,
+    /// What the user must know about a result: bad samples skipped, captions cut,
+    /// non-finite steps skipped, by stage.
+    pub notes: Vec<String>,
 }
 
 /// The stages to run: all, or `only` and everything it depends on, in plan order.
@@ -77,6 +83,7 @@ fn selected<'p>(plan: &'p Plan, only: Option<&str>) -> Result<Vec<&'p StagePlan>
 
 /// Runs a plan.
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary, String> {
+    crate::fault::check_env()?;
     let resolved = backend::resolve(opts.backend)?;
     if opts.progress {
         eprintln!("pexc: backend {}", resolved.name());
@@ -100,10 +107,24 @@ fn run_with<B: AutodiffBackend>(
     let dir = RunDir::create(&opts.out)
         .map_err(|e| format!("cannot create `{}`: {e}", opts.out.display()))?;
     let _lock = Lock::acquire(&dir)?;
+    // What a killed run was writing when it died.
+    let cleaned = crate::rundir::clean_temporaries(&dir);
+    if cleaned > 0 && opts.progress {
+        eprintln!("pexc: removed {cleaned} partial file(s) an interrupted run left");
+    }
     let stages = selected(plan, opts.stage.as_deref())?;
     // Everything a stage cannot do fails before any training starts.
     for s in &stages {
         check_supported(s)?;
+    }
+    let limit = match (opts.max_memory, resolved) {
+        (Some(b), _) => Some((b as f64, "the limit of --max-memory".to_string())),
+        (None, Resolved::Cpu) => available_memory().map(|b| (b, "the memory available on this machine".to_string())),
+        // The estimate is per device; without a limit, the GPU's own check applies.
+        (None, _) => None,
+    };
+    if let Some((bytes, what)) = limit {
+        check_memory(&stages, bytes, &what)?;
     }
     let plan_json = serde_json::to_string_pretty(plan).map_err(|e| e.to_string())?;
     write_atomic(&dir.path("plan.json"), plan_json.as_bytes())
@@ -180,8 +201,25 @@ fn run_with<B: AutodiffBackend>(
             stage,
             &ds_tok,
             trained.towers.text_config.context,
+            &trained.bad,
             device,
         )?;
+        let mut stage_notes = Vec::new();
+        if let Some(s) = trained.bad.summary() {
+            stage_notes.push(format!("stage `{}`: data: {s}", stage.name));
+        }
+        if trained.skipped_steps > 0 {
+            stage_notes.push(format!(
+                "stage `{}`: {} step(s) with a non-finite loss or gradient skipped (`skip_nonfinite: {}`)",
+                stage.name, trained.skipped_steps, stage.skip_nonfinite
+            ));
+        }
+        for n in &stage_notes {
+            if opts.progress {
+                eprintln!("pexc: {n}");
+            }
+        }
+        summary.notes.extend(stage_notes);
         eval.insert(stage.name.clone(), e);
         write_atomic(
             &dir.path("eval.json"),
@@ -218,6 +256,8 @@ fn run_with<B: AutodiffBackend>(
             "hash": stage.hash,
             "checkpoint": rel,
             "towers": {"vision": trained.towers.vision, "text": trained.towers.text},
+            "data": trained.bad.to_json(),
+            "skipped_steps": trained.skipped_steps,
         });
         write_atomic(&record_path, record.to_string().as_bytes())
             .map_err(|err| format!("{}: {err}", record_path.display()))?;
@@ -241,15 +281,75 @@ fn run_with<B: AutodiffBackend>(
             report::svg_plot(&format!("{}: learning rate", st.name), "lr", &lr).as_bytes(),
         );
     }
-    let md = report::markdown(
+    let mut md = report::markdown(
         plan,
         &metrics,
         &Value::Object(eval),
         resolved.name(),
         started.elapsed().as_secs_f64(),
     );
+    if !summary.notes.is_empty() {
+        md.push_str("\n## Notes\n\n");
+        for n in &summary.notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
     write_atomic(&dir.path("report.md"), md.as_bytes()).map_err(|e| format!("report.md: {e}"))?;
     Ok(summary)
+}
+
+/// Bytes the kernel says can be allocated without swapping (`MemAvailable` of
+/// /proc/meminfo); `None` where that is unknown.
+pub fn available_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+/// Bytes as people read them: `1.50 GiB`.
+pub fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// Refuses, before anything runs, a plan one of whose phases needs more memory (the
+/// plan's estimate, at the phase's precision) than `limit` bytes.
+pub fn check_memory(stages: &[&StagePlan], limit: f64, what: &str) -> Result<(), String> {
+    for s in stages {
+        for p in &s.phases {
+            let m = if p.precision == "bf16" {
+                &p.memory.bf16
+            } else {
+                &p.memory.fp32
+            };
+            if m.total > limit {
+                return Err(format!(
+                    "stage `{}`, phase `{}` needs an estimated {} ({} parameters, {} gradients, {} optimizer state, {} activations for a micro-batch of {}), more than {what} ({}); lower the batch or the resolution, or set --max-memory if the estimate is too cautious",
+                    s.name,
+                    p.name,
+                    human_bytes(m.total),
+                    human_bytes(m.params),
+                    human_bytes(m.grads),
+                    human_bytes(m.optimizer),
+                    human_bytes(m.activations),
+                    p.memory.micro_batch,
+                    human_bytes(limit),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What this runtime cannot run yet is an error before anything starts.

@@ -3,8 +3,8 @@
 //! `report.md`. Every file is written atomically (a temporary file in the same directory,
 //! fsync, rename), so a crash leaves either the old file or the new one, never half of one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically.
@@ -18,6 +18,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
+        if crate::fault::write_fails(path) {
+            // As a full disk does it: part of the file written, then the error.
+            f.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device (injected by PEXC_FAULTS)",
+            ));
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -114,63 +122,75 @@ impl RunDir {
     }
 }
 
-/// A lock on a run directory: a second `pexc run` into it refuses. The lock file holds the
-/// owner's pid; a lock whose process is gone is taken over.
+/// A lock on a run directory: a second `pexc run` into it refuses. An advisory lock
+/// (`flock`) on `.lock`, which the kernel releases when its process ends however it ends
+/// (SIGKILL, a crash, a power cut), so a dead run never leaves a directory locked; the file
+/// holds the owner's pid for the message. The file itself stays.
 pub struct Lock {
-    path: PathBuf,
+    _file: File,
 }
 
 impl Lock {
     pub fn acquire(dir: &RunDir) -> Result<Lock, String> {
         let path = dir.path(".lock");
-        for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
-                    let _ = f.sync_all();
-                    return Ok(Lock { path });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let pid: Option<u32> = fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok());
-                    match pid {
-                        Some(pid) if alive(pid) => {
-                            return Err(format!(
-                                "`{}` is in use by another pexc run (pid {pid}); wait for it or choose another --out",
-                                dir.root.display()
-                            ))
-                        }
-                        // A dead owner: take the lock over.
-                        _ => {
-                            let _ = fs::remove_file(&path);
-                        }
+        let cannot = |e: &dyn std::fmt::Display| format!("cannot lock `{}`: {e}", dir.root.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| cannot(&e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Best effort: the pid is only for the message of a run that is refused.
+                let _ = file.set_len(0);
+                let _ = file.seek(SeekFrom::Start(0));
+                let _ = writeln!(file, "{}", std::process::id());
+                let _ = file.sync_all();
+                Ok(Lock { _file: file })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let owner = match text.trim().parse::<u32>() {
+                    Ok(pid) => format!(" (pid {pid})"),
+                    Err(_) => String::new(),
+                };
+                Err(format!(
+                    "`{}` is in use by another pexc run{owner}; wait for it to finish or choose another --out",
+                    dir.root.display()
+                ))
+            }
+            Err(TryLockError::Error(e)) => Err(cannot(&e)),
+        }
+    }
+}
+
+/// Removes the temporary files of atomic writes that a killed process left behind (call
+/// with the lock held: no live process is writing them). Returns how many.
+pub fn clean_temporaries(dir: &RunDir) -> usize {
+    fn walk(d: &Path, n: &mut usize) {
+        let Ok(entries) = fs::read_dir(d) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&p, n),
+                Ok(t) if t.is_file() && name.starts_with('.') && name.contains(".tmp-") => {
+                    if fs::remove_file(&p).is_ok() {
+                        *n += 1;
                     }
                 }
-                Err(e) => return Err(format!("cannot lock `{}`: {e}", dir.root.display())),
+                _ => {}
             }
         }
-        Err(format!("cannot lock `{}`", dir.root.display()))
     }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Whether a process with this pid exists (Linux: /proc; elsewhere assume it does).
-fn alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let proc = Path::new("/proc");
-    if proc.exists() {
-        proc.join(pid.to_string()).exists()
-    } else {
-        true
-    }
+    let mut n = 0;
+    walk(&dir.root, &mut n);
+    n
 }
 
 #[cfg(test)]
@@ -201,10 +221,47 @@ mod tests {
         let first = Lock::acquire(&d).expect("first");
         let second = Lock::acquire(&d);
         assert!(second.is_err_and(|e| e.contains("in use by another pexc run")));
+        let message = second.err().unwrap_or_default();
+        assert!(
+            message.contains(&format!("(pid {})", std::process::id())),
+            "{message}"
+        );
         drop(first);
-        // A lock left by a process that no longer exists.
+        // A lock file left by a process that no longer exists holds no lock.
         fs::write(d.path(".lock"), "4000000000\n").expect("write");
         assert!(Lock::acquire(&d).is_ok());
+        let _ = fs::remove_dir_all(&d.root);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let d = tmp("full");
+        let p = d.join("checkpoints/core/step-00000004.safetensors");
+        write_atomic(&p, b"the good checkpoint").expect("write");
+        crate::fault::inject(crate::fault::Fault::WriteFail {
+            path_contains: format!("pexc-rundir-full-{}", std::process::id()),
+        });
+        let e = write_atomic(&p, b"the next one, never whole").expect_err("injected");
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(fs::read(&p).expect("read"), b"the good checkpoint");
+        let names: Vec<String> = fs::read_dir(p.parent().expect("dir"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["step-00000004.safetensors"]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn temporaries_of_a_killed_writer_are_cleaned() {
+        let d = RunDir::create(&tmp("clean")).expect("dir");
+        write_atomic(&d.path("checkpoints/a/step-00000002.safetensors"), b"ok").expect("w");
+        fs::write(d.path("checkpoints/a/.step-00000004.safetensors.tmp-77"), b"ha").expect("w");
+        fs::write(d.path(".eval.json.tmp-78"), b"{").expect("w");
+        assert_eq!(clean_temporaries(&d), 2);
+        assert!(d.path("checkpoints/a/step-00000002.safetensors").is_file());
+        assert_eq!(clean_temporaries(&d), 0);
         let _ = fs::remove_dir_all(&d.root);
     }
 

@@ -41,6 +41,8 @@ pub enum Constraint {
     Probability,
     /// >= the given integer.
     AtLeast(i64),
+    /// A string, one of these.
+    OneOf(&'static [&'static str]),
 }
 
 impl Constraint {
@@ -53,6 +55,15 @@ impl Constraint {
             Constraint::Fraction => x > 0.0 && x <= 1.0,
             Constraint::Probability => (0.0..1.0).contains(&x),
             Constraint::AtLeast(n) => x >= n as f64,
+            Constraint::OneOf(_) => false,
+        }
+    }
+
+    /// Whether the string `s` satisfies the constraint (only `OneOf` constrains strings).
+    pub fn admits_str(self, s: &str) -> bool {
+        match self {
+            Constraint::OneOf(options) => options.contains(&s),
+            _ => true,
         }
     }
 
@@ -65,6 +76,14 @@ impl Constraint {
             Constraint::Fraction => "in (0, 1]".into(),
             Constraint::Probability => "in [0, 1)".into(),
             Constraint::AtLeast(n) => format!("at least {n}"),
+            Constraint::OneOf(options) => {
+                let quoted: Vec<String> = options.iter().map(|o| format!("\"{o}\"")).collect();
+                match quoted.split_last() {
+                    Some((last, [])) => last.clone(),
+                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                    None => "nothing".into(),
+                }
+            }
         }
     }
 }
@@ -170,6 +189,15 @@ const FLOAT: Ty = Ty::Float;
 const FRAC: Ty = Ty::Fraction;
 const PAIR_F: Ty = Ty::Tuple(&[Ty::Float, Ty::Float]);
 const PAIR_I: Ty = Ty::Tuple(&[Ty::Int, Ty::Int]);
+
+/// What a real data source does with a bad sample.
+const ON_BAD: Param = p(
+    "on_bad",
+    Ty::Str,
+    D::Absent,
+    C::OneOf(&["error", "skip"]),
+    "a bad sample (an image that does not decode or is cut short, a missing caption or member, a shard without samples, a caption longer than the text tower's context): \"error\" (the default) stops with an error naming it; \"skip\" leaves it out, counts it and names the first few at the end",
+);
 
 const VIT_PARAMS: &[Param] = &[
     p(
@@ -428,6 +456,7 @@ pub static CONSTRUCTORS: &[Constructor] = &[
             p("captions", Ty::Path, D::Required, C::None, "JSONL of {\"image\", \"text\"}, relative to root"),
             p("augment", Ty::List(&Ty::Of(Kind::Augment)), D::EmptyList, C::None, "augmentations, in order"),
             p("tokenizer", Ty::Path, D::Absent, C::None, "a HuggingFace tokenizer.json (default: a byte-level BPE learned from the training captions)"),
+            ON_BAD,
         ],
         tags: &[],
         needs: &[],
@@ -455,6 +484,7 @@ pub static CONSTRUCTORS: &[Constructor] = &[
             p("text", Ty::Str, D::Str("txt"), C::None, "extension of the caption member"),
             p("augment", Ty::List(&Ty::Of(Kind::Augment)), D::EmptyList, C::None, "augmentations, in order"),
             p("tokenizer", Ty::Path, D::Absent, C::None, "a HuggingFace tokenizer.json (default: a byte-level BPE learned from the training captions)"),
+            ON_BAD,
         ],
         tags: &[],
         needs: &[],
@@ -882,6 +912,13 @@ pub static STAGE_FIELDS: &[StageField] = &[
         C::NonNegative,
         false,
         "random seed of the stage",
+    ),
+    f(
+        "skip_nonfinite",
+        INT,
+        C::NonNegative,
+        false,
+        "steps whose loss or gradient is not finite that may be skipped (no update, counted) before the stage stops; 0 (the default) stops at the first",
     ),
 ];
 

@@ -1014,6 +1014,22 @@ impl Checker<'_> {
         if c == Constraint::None {
             return true;
         }
+        if let Value::Str(s) = &v.value {
+            if c.admits_str(s) {
+                return true;
+            }
+            self.err(
+                cx.file,
+                Error::OutOfRange {
+                    what: what(),
+                    constraint: c.described(),
+                    value: format!("\"{s}\""),
+                    span: v.span.into(),
+                    help: None,
+                },
+            );
+            return false;
+        }
         let Some(x) = v.as_f64() else { return true };
         if c.admits(x) {
             return true;

@@ -331,6 +331,7 @@ impl Lowerer<'_> {
             init,
             seed: int(None, "seed").map_or(0, |s| s.max(0) as u64),
             devices,
+            skip_nonfinite: int(None, "skip_nonfinite").map_or(0, |s| s.max(0) as u64),
             models,
             teachers,
             exports,

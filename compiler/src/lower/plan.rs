@@ -49,6 +49,10 @@ pub struct StagePlan {
     pub init: Option<String>,
     pub seed: u64,
     pub devices: u64,
+    /// `skip_nonfinite`: steps with a non-finite loss or gradient that may be skipped
+    /// before the stage stops (0: stop at the first). Absent from the JSON when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip_nonfinite: u64,
     /// Every model the stage holds (trained in some phase, or frozen), not teachers.
     pub models: Vec<ModelPlan>,
     pub teachers: Vec<TeacherPlan>,
@@ -60,6 +64,10 @@ pub struct StagePlan {
     /// Content hash of everything that determines the stage's result: its resolved plan
     /// (costs aside) and the hashes of the stages it depends on. Hex SHA-256.
     pub hash: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StagePlan {

@@ -23,11 +23,18 @@ pub trait Loader {
 pub struct FsLoader;
 
 impl Loader for FsLoader {
+    /// Reads at most one byte more than `MAX_FILE_BYTES`, so that a huge file (or
+    /// `/dev/zero`) becomes a "file too large" diagnostic, not an exhausted memory.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        use std::io::Read;
         if path.is_dir() {
             return Err(io::Error::other("is a directory"));
         }
-        std::fs::read(path)
+        let file = std::fs::File::open(path)?;
+        let mut bytes = Vec::new();
+        file.take(crate::syntax::MAX_FILE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 }
 
@@ -141,6 +148,26 @@ impl State<'_> {
         bytes: Vec<u8>,
         problems: &mut Problems,
     ) -> FileId {
+        // Too large: refused before decoding (a cut file may end inside a character).
+        if bytes.len() > crate::syntax::MAX_FILE_BYTES {
+            let id = self
+                .sources
+                .add(SourceFile::new(name, origin, String::new()));
+            problems.push(
+                id,
+                Error::FileTooLarge {
+                    bytes: bytes.len(),
+                    limit: crate::syntax::MAX_FILE_BYTES,
+                    span: Span::new(0, 0).into(),
+                },
+            );
+            self.modules.push(LoadedModule {
+                file: id,
+                ast: None,
+                uses: Vec::new(),
+            });
+            return id;
+        }
         let (text, utf8_error) = match String::from_utf8(bytes) {
             Ok(t) => (t, None),
             Err(e) => {

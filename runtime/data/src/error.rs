@@ -30,6 +30,12 @@ pub enum DataError {
         key: String,
         message: String,
     },
+    /// A caption that cannot be used as it is.
+    #[error("`{name}`: {message}")]
+    Caption { name: String, message: String },
+    /// A shard that yields no samples.
+    #[error("shard `{}`: {message}", shard.display())]
+    Shard { shard: PathBuf, message: String },
     /// A tokenizer file that cannot be used.
     #[error("tokenizer `{}`: {message}", path.display())]
     Tokenizer { path: PathBuf, message: String },

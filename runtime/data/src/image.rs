@@ -38,6 +38,12 @@ impl RgbImage {
             path: name.to_string(),
             message,
         };
+        // A JPEG cut short decodes "successfully", its missing rows grey: refuse it.
+        if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_is_whole(bytes) {
+            return Err(err(
+                "the JPEG is cut short (no end-of-image marker after its last scan)".into(),
+            ));
+        }
         let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| err(e.to_string()))?;
@@ -137,6 +143,15 @@ impl RgbImage {
     }
 }
 
+/// Whether a JPEG's end-of-image marker (FF D9) follows its last start-of-scan (FF DA).
+/// Inside entropy-coded data every FF byte is stuffed (FF 00), so neither marker can
+/// appear there by chance; an EXIF thumbnail's markers come before the main scan.
+fn jpeg_is_whole(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let end = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    matches!((last_scan, end), (Some(s), Some(e)) if e > s)
+}
+
 /// For each output pixel along one axis: the first source pixel and the filter weights
 /// (normalised to sum 1) over the source span `[start, start + len)`.
 fn weights(start: f64, len: f64, out: usize, src: usize) -> Vec<(usize, Vec<f32>)> {
@@ -181,6 +196,28 @@ mod tests {
             }
         }
         img
+    }
+
+    #[test]
+    fn a_cut_jpeg_is_an_error_not_grey_rows() {
+        let img = image::RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8])
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        let whole = out.into_inner();
+        assert!(RgbImage::decode(&whole, "whole.jpg").is_ok());
+        // With trailing bytes after the end marker (some cameras append data): fine.
+        let mut padded = whole.clone();
+        padded.extend_from_slice(&[0; 16]);
+        assert!(RgbImage::decode(&padded, "padded.jpg").is_ok());
+        for cut in [0.5, 0.7, 0.9, 0.99] {
+            let n = (whole.len() as f64 * cut) as usize;
+            let e = RgbImage::decode(&whole[..n], "cut.jpg").unwrap_err();
+            assert!(e.to_string().contains("cut.jpg"), "{e}");
+        }
+        let e = RgbImage::decode(&whole[..whole.len() - 2], "no_eoi.jpg").unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::augment::{self, Augment};
 use crate::error::DataError;
 use crate::image::RgbImage;
 use crate::rng::Rng;
+use crate::screen::{Bad, OnBad};
 use crate::{real_split, string, Dataset, Sample, Split};
 use pexc_compiler::lower::plan::Ctor;
 
@@ -20,6 +21,7 @@ pub struct Entry {
 pub struct ImageText {
     entries: Vec<Entry>,
     augment: Vec<Augment>,
+    skipped: Vec<Bad>,
 }
 
 /// Where the captions file is. The language says `captions` is relative to `root`, but
@@ -56,54 +58,90 @@ pub fn captions_path(root: &Path, captions: &Path) -> Result<PathBuf, DataError>
 }
 
 /// Reads a JSONL of `{"image": path, "text": caption}`; blank lines are skipped, image
-/// paths are relative to `root`. `key` is the name of the path field (`image`, `video`).
-pub fn read_jsonl(path: &Path, root: &Path, key: &str) -> Result<Vec<Entry>, DataError> {
+/// paths are relative to `root`. `key` is the name of the path field (`image`, `video`). A
+/// line that is not such an object, or whose caption is missing or empty, is an error, or
+/// with `OnBad::Skip` is left out and returned among the bad lines.
+pub fn read_jsonl(
+    path: &Path,
+    root: &Path,
+    key: &str,
+    on_bad: OnBad,
+) -> Result<(Vec<Entry>, Vec<Bad>), DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
-        let bad = |message: String| DataError::Json {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message,
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let field = |name: &str| -> Result<String, DataError> {
-            match v.get(name) {
-                Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                Some(_) => Err(bad(format!("`{name}` must be a string"))),
-                None => Err(bad(format!(
-                    "expected an object with `{key}` and `text`; `{name}` is missing"
-                ))),
+        match parse_line(line, root, key) {
+            Ok(e) => out.push(e),
+            Err(message) if on_bad == OnBad::Skip => skipped.push(Bad {
+                name: format!("{}:{}", path.display(), i + 1),
+                reason: message,
+            }),
+            Err(message) => {
+                return Err(DataError::Json {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message,
+                })
             }
-        };
-        out.push(Entry {
-            image: root.join(field(key)?),
-            text: field("text")?,
-        });
+        }
     }
-    Ok(out)
+    Ok((out, skipped))
+}
+
+/// One JSONL line as an entry, or what is wrong with it.
+fn parse_line(line: &str, root: &Path, key: &str) -> Result<Entry, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let field = |name: &str| -> Result<String, String> {
+        match v.get(name) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(format!("`{name}` must be a string")),
+            None => Err(format!(
+                "expected an object with `{key}` and `text`; `{name}` is missing"
+            )),
+        }
+    };
+    let image = field(key)?;
+    let text = field("text")?;
+    if text.trim().is_empty() {
+        return Err("the caption is empty".into());
+    }
+    Ok(Entry {
+        image: root.join(image),
+        text,
+    })
 }
 
 impl ImageText {
     pub fn open(c: &Ctor, split: Split) -> Result<ImageText, DataError> {
         let root = PathBuf::from(string(c, "root", None)?);
         let captions = captions_path(&root, Path::new(string(c, "captions", None)?))?;
-        let entries = read_jsonl(&captions, &root, "image")?;
+        let on_bad = OnBad::of(c)?;
+        let (entries, skipped) = read_jsonl(&captions, &root, "image", on_bad)?;
         let range = real_split(entries.len(), split);
         Ok(ImageText {
             entries: entries[range].to_vec(),
             augment: Augment::list(c)?,
+            // Lines left out belong to no split; the training split reports them.
+            skipped: if split == Split::Train {
+                skipped
+            } else {
+                Vec::new()
+            },
         })
     }
 
     /// A dataset over given pairs (all of them, no split).
     pub fn from_entries(entries: Vec<Entry>, augment: Vec<Augment>) -> ImageText {
-        ImageText { entries, augment }
+        ImageText {
+            entries,
+            augment,
+            skipped: Vec::new(),
+        }
     }
 }
 
@@ -148,6 +186,16 @@ impl Dataset for ImageText {
                 idx,
                 len: self.entries.len(),
             })
+    }
+
+    fn name(&self, idx: usize) -> String {
+        self.entries
+            .get(idx)
+            .map_or_else(|| format!("sample {idx}"), |e| e.image.display().to_string())
+    }
+
+    fn skipped_at_open(&self) -> Vec<Bad> {
+        self.skipped.clone()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod image;
 pub mod image_text;
 pub mod prefetch;
 pub mod rng;
+pub mod screen;
 pub mod synthetic;
 pub mod tokenizer;
 pub mod video;
@@ -16,6 +17,7 @@ pub mod webdataset;
 pub use error::DataError;
 pub use prefetch::{BatchRequest, Prefetch};
 pub use rng::Rng;
+pub use screen::{Bad, BadLog, OnBad, Screened};
 pub use tokenizer::Tokenizer;
 pub use video::{open_video, Clip, VideoDataset};
 
@@ -56,6 +58,15 @@ pub trait Dataset: Send + Sync {
     /// what a tokenizer learns from.
     fn text(&self, idx: usize) -> Result<String, DataError> {
         Ok(self.get(idx, 1, &mut Rng::new(0))?.text)
+    }
+    /// What sample `idx` is, for messages: its file, or its shard and key.
+    fn name(&self, idx: usize) -> String {
+        format!("sample {idx}")
+    }
+    /// Samples left out when the source was opened (with `on_bad: "skip"`): JSONL lines
+    /// without a caption, keys without an image or caption member, shards without samples.
+    fn skipped_at_open(&self) -> Vec<Bad> {
+        Vec::new()
     }
     fn class_names(&self) -> Option<Vec<String>> {
         None

@@ -563,6 +563,22 @@ impl Tokenizer {
         (row, eot)
     }
 
+    /// Whether `encode(text, context)` cuts `text`: its tokens with SOT and EOT do not
+    /// fit in `context` ids.
+    pub fn truncates(&self, text: &str, context: usize) -> bool {
+        let inner = &self.inner;
+        let b2u = bytes_to_unicode();
+        let norm = inner.normalise(text);
+        let mut row = vec![inner.sot];
+        for w in split_words(&norm, inner.words) {
+            inner.word_ids(w, &b2u, &mut row);
+            if row.len() + 1 > context {
+                return true;
+            }
+        }
+        row.len() + 1 > context
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.vocab
     }

@@ -325,7 +325,7 @@ impl VideoText {
     pub fn open(c: &Ctor, split: Split) -> Result<VideoText, DataError> {
         let root = PathBuf::from(string(c, "root", None)?);
         let captions = captions_path(&root, std::path::Path::new(string(c, "captions", None)?))?;
-        let entries = read_jsonl(&captions, &root, "video")?;
+        let (entries, _) = read_jsonl(&captions, &root, "video", crate::OnBad::Error)?;
         let range = real_split(entries.len(), split);
         Ok(VideoText {
             entries: entries[range].to_vec(),

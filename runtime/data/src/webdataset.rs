@@ -10,6 +10,7 @@ use crate::error::DataError;
 use crate::image::RgbImage;
 use crate::image_text::sample;
 use crate::rng::Rng;
+use crate::screen::{Bad, OnBad};
 use crate::{real_split, string, Dataset, Sample, Split};
 use pexc_compiler::lower::plan::Ctor;
 
@@ -89,6 +90,7 @@ pub struct WebDataset {
     shards: Vec<PathBuf>,
     items: Vec<Item>,
     augment: Vec<Augment>,
+    skipped: Vec<Bad>,
 }
 
 fn matches(ext: &str, wanted: &str) -> bool {
@@ -104,35 +106,77 @@ impl WebDataset {
             .collect();
         let image = string(c, "image", Some("jpg"))?;
         let text = string(c, "text", Some("txt"))?;
+        let on_bad = OnBad::of(c)?;
         let mut items = Vec::new();
+        let mut skipped = Vec::new();
         for (s, path) in shards.iter().enumerate() {
-            index_shard(s, path, image, text, &mut items)?;
+            let before = items.len();
+            let mut bad_keys = Vec::new();
+            // A shard that cannot be read, or that yields nothing (a wrong extension, a
+            // file that is not a shard): bad as a whole.
+            let whole = match index_shard(s, path, image, text, &mut items, &mut bad_keys) {
+                Err(e) => Some(e),
+                Ok(()) if items.len() == before && bad_keys.is_empty() => Some(DataError::Shard {
+                    shard: path.clone(),
+                    message: format!(
+                        "the shard holds no samples (no `.{image}` member with a `.{text}` member)"
+                    ),
+                }),
+                Ok(()) => None,
+            };
+            if let Some(e) = whole {
+                if on_bad == OnBad::Skip && crate::screen::is_bad_sample(&e) {
+                    skipped.push(Bad {
+                        name: path.display().to_string(),
+                        reason: e.to_string(),
+                    });
+                } else {
+                    return Err(e);
+                }
+            }
+            for b in bad_keys {
+                if on_bad == OnBad::Error {
+                    return Err(DataError::Sample {
+                        shard: path.clone(),
+                        key: b.name,
+                        message: b.reason,
+                    });
+                }
+                skipped.push(Bad {
+                    name: format!("{}:{}", path.display(), b.name),
+                    reason: b.reason,
+                });
+            }
         }
         let range = real_split(items.len(), split);
         Ok(WebDataset {
             shards,
             items: items[range].to_vec(),
             augment: Augment::list(c)?,
+            skipped: if split == Split::Train {
+                skipped
+            } else {
+                Vec::new()
+            },
         })
     }
 }
 
-/// A key's image member (offset, size) and caption, as far as seen.
-type Members = (Option<(u64, u64)>, Option<String>);
+/// A key's image member (offset, size) and caption (or why it is not text), as far as
+/// seen.
+type Members = (Option<(u64, u64)>, Option<Result<String, String>>);
 
 /// Lists one shard's samples: the image member's position and the caption's text.
+/// Keys without one of their members, or with a caption that is not text, go to `bad`
+/// (name: the key); an error is about the shard as a whole.
 fn index_shard(
     s: usize,
     path: &Path,
     image: &str,
     text: &str,
     items: &mut Vec<Item>,
+    bad: &mut Vec<Bad>,
 ) -> Result<(), DataError> {
-    let bad = |key: &str, message: String| DataError::Sample {
-        shard: path.to_path_buf(),
-        key: key.to_string(),
-        message,
-    };
     let tar_err = |e: std::io::Error| {
         DataError::io(
             path,
@@ -171,20 +215,31 @@ fn index_shard(
             slot.0 = Some((entry.raw_file_position(), entry.size()));
         } else {
             let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| bad(&key, format!("cannot read `{name}`: {e}")))?;
-            let caption = String::from_utf8(bytes)
-                .map_err(|_| bad(&key, format!("`{name}` is not UTF-8 text")))?;
-            slot.1 = Some(caption.trim().to_string());
+            entry.read_to_end(&mut bytes).map_err(tar_err)?;
+            slot.1 = Some(match String::from_utf8(bytes) {
+                Ok(caption) => Ok(caption.trim().to_string()),
+                Err(_) => Err(format!("`{name}` is not UTF-8 text")),
+            });
         }
     }
     for key in order {
         let Some((img, caption)) = found.remove(&key) else {
             continue;
         };
-        let (offset, size) = img.ok_or_else(|| bad(&key, format!("no `.{image}` image member")))?;
-        let text = caption.ok_or_else(|| bad(&key, format!("no `.{text}` caption member")))?;
+        let problem = match (&img, &caption) {
+            (None, _) => Some(format!("no `.{image}` image member")),
+            (_, None) => Some(format!("no `.{text}` caption member")),
+            (_, Some(Err(m))) => Some(m.clone()),
+            (_, Some(Ok(c))) if c.is_empty() => Some(format!("the `.{text}` caption is empty")),
+            _ => None,
+        };
+        let (Some((offset, size)), Some(Ok(text)), None) = (img, caption, &problem) else {
+            bad.push(Bad {
+                name: key,
+                reason: problem.unwrap_or_default(),
+            });
+            continue;
+        };
         items.push(Item {
             shard: s,
             key,
@@ -235,6 +290,17 @@ impl Dataset for WebDataset {
                 idx,
                 len: self.items.len(),
             })
+    }
+
+    fn name(&self, idx: usize) -> String {
+        match self.items.get(idx) {
+            Some(it) => format!("{}:{}", self.shards[it.shard].display(), it.key),
+            None => format!("sample {idx}"),
+        }
+    }
+
+    fn skipped_at_open(&self) -> Vec<Bad> {
+        self.skipped.clone()
     }
 }
 

@@ -107,6 +107,9 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Stored>, String> {
             ))
         }
     }
+    if out.is_empty() {
+        return Err(format!("`{}` holds no tensors", path.display()));
+    }
     Ok(out
         .into_iter()
         .map(|(k, v)| {

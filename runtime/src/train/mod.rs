@@ -51,6 +51,12 @@ pub struct Trained<B: AutodiffBackend> {
     pub towers: Towers,
     pub last_checkpoint: std::path::PathBuf,
     pub stopped: bool,
+    /// The bad samples the stage's data met (skipped with `on_bad: "skip"`), and captions
+    /// cut to the context.
+    pub bad: Arc<data::BadLog>,
+    /// Steps skipped for a non-finite loss or gradient (`skip_nonfinite`), resumed ones
+    /// included.
+    pub skipped_steps: u64,
 }
 
 /// Tokens for a batch of captions.
@@ -83,8 +89,13 @@ fn checkpoint_path(dir: &RunDir, stage: &str, step: u64) -> std::path::PathBuf {
         .join(format!("step-{step:08}.safetensors"))
 }
 
-/// The newest readable checkpoint of a stage.
-pub fn latest_checkpoint(dir: &RunDir, stage: &str) -> Option<(std::path::PathBuf, u64)> {
+/// The newest readable checkpoint of a stage written by the plan of content hash `hash`
+/// (a checkpoint of the stage as it was before an edit is not a place to resume from).
+pub fn latest_checkpoint(
+    dir: &RunDir,
+    stage: &str,
+    hash: &str,
+) -> Option<(std::path::PathBuf, u64)> {
     let mut found: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir.checkpoints(stage))
         .ok()?
         .flatten()
@@ -102,7 +113,8 @@ pub fn latest_checkpoint(dir: &RunDir, stage: &str) -> Option<(std::path::PathBu
     found.into_iter().rev().find_map(|(step, p)| {
         // A checkpoint that does not load (a crash while writing cannot leave one, but a
         // full disk elsewhere might) is skipped for the one before it.
-        checkpoint::load(&p).ok().map(|_| (p, step))
+        let (_, meta) = checkpoint::load(&p).ok()?;
+        (meta["hash"] == hash).then_some((p, step))
     })
 }
 
@@ -159,7 +171,7 @@ pub fn train_stage<B: AutodiffBackend>(
     // Resume.
     let mut start_step = 0u64;
     if opts.resume {
-        if let Some((path, step)) = latest_checkpoint(dir, &stage.name) {
+        if let Some((path, step)) = latest_checkpoint(dir, &stage.name, &stage.hash) {
             let (tensors, _) = checkpoint::load(&path)?;
             model = checkpoint::assign(model, &tensors, "")
                 .map_err(|e| format!("`{}`: {e}", path.display()))?;
@@ -182,6 +194,13 @@ pub fn train_stage<B: AutodiffBackend>(
     let mut last_checkpoint = checkpoint_path(dir, &stage.name, start_step);
     let tokenizer = stage_tokenizer(stage, &towers)?;
     let context = towers.text_config.context;
+    let bad_log = Arc::new(data::BadLog::default());
+    // Non-finite steps skipped before a resume count against the budget too.
+    let mut skipped_steps = dir
+        .read_metrics()
+        .iter()
+        .filter(|m| m["stage"] == stage.name.as_str() && !m["skipped"].is_null())
+        .count() as u64;
 
     let mut cursor = 0u64; // stage-global sample position
     let mut orders: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -198,7 +217,7 @@ pub fn train_stage<B: AutodiffBackend>(
         if let Some(o) = &phase.optimizer {
             optim.reconfigure(OptimConfig::from_plan(o)?);
         }
-        let ds = dataset(phase, &mut datasets)?;
+        let ds = dataset(phase, &mut datasets, &tokenizer, context, &bad_log)?;
         let batch = phase.batch as usize;
         let res = phase.resolution as usize;
         let copies = clip::masked_copies(&phase.loss, batch);
@@ -256,52 +275,111 @@ pub fn train_stage<B: AutodiffBackend>(
                 masks: (copies > 0)
                     .then(|| clip::patch_masks::<B>(copies, patches, ratio, &mut mask_rng, device)),
             };
-            let out = clip::forward(&model, &b, &phase.loss);
+            let step_no = step + 1;
+            let mut out = clip::forward(&model, &b, &phase.loss);
+            if let Some(term) = crate::fault::nan_loss(step_no) {
+                inject_nan(&mut out, term.as_deref());
+            }
             let loss_value = scalar(out.total.clone());
             let term_values: Vec<(String, f64)> = out
                 .terms
                 .iter()
                 .map(|(n, t)| (n.clone(), scalar(t.clone())))
                 .collect();
+            let lr = lr_at(&phase.lr, step);
+            // A non-finite loss or gradient: no update. The stage stops (its checkpoints
+            // are kept), or within the `skip_nonfinite` budget the step is skipped.
+            let mut bad: Option<String> = None;
+            let mut norm = f64::NAN;
             if !loss_value.is_finite() {
-                let bad = term_values
+                let which = term_values
                     .iter()
                     .find(|(_, v)| !v.is_finite())
-                    .map_or("the total".to_string(), |(n, _)| format!("`{n}`"));
-                return Err(format!(
-                    "stage `{}`, phase `{}`, step {}: the loss is {loss_value} ({bad} went bad); the last good checkpoint is kept",
-                    stage.name, phase.name, step + 1
-                ));
+                    .map_or("the total".to_string(), |(n, _)| format!("the term `{n}`"));
+                bad = Some(format!("the loss is {loss_value} ({which} went bad)"));
+            } else {
+                let grads = out.total.backward();
+                let mut gp = GradientsParams::from_grads(grads, &model);
+                norm = global_grad_norm(&model, &gp);
+                if crate::fault::inf_grad(step_no) {
+                    norm = f64::INFINITY;
+                }
+                if norm.is_finite() {
+                    let scale = match phase.clip_grad {
+                        Some(max) if norm > max => max / (norm + 1e-6),
+                        _ => 1.0,
+                    };
+                    model = optim.step(lr, model, &mut gp, scale);
+                } else {
+                    let at = first_nonfinite_grad(&model, &gp)
+                        .map_or(String::new(), |p| format!(", first at `{p}`"));
+                    bad = Some(format!(
+                        "the gradient norm is {norm}{at} (the loss {loss_value} is finite: {})",
+                        term_values
+                            .iter()
+                            .map(|(n, v)| format!("`{n}` {v:.4}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
             }
-            let grads = out.total.backward();
-            let mut gp = GradientsParams::from_grads(grads, &model);
-            let norm = global_grad_norm(&model, &gp);
-            if !norm.is_finite() {
-                return Err(format!(
-                    "stage `{}`, phase `{}`, step {}: the gradient norm is {norm}; the last good checkpoint is kept",
-                    stage.name, phase.name, step + 1
-                ));
-            }
-            let scale = match phase.clip_grad {
-                Some(max) if norm > max => max / (norm + 1e-6),
-                _ => 1.0,
-            };
-            let lr = lr_at(&phase.lr, step);
-            model = optim.step(lr, model, &mut gp, scale);
             let dt = t0.elapsed().as_secs_f64();
-            let mut line = json!({
-                "stage": stage.name,
-                "phase": phase.name,
-                "step": step + 1,
-                "loss": loss_value,
-            });
-            for (n, v) in &term_values {
-                line[n.as_str()] = json!(v);
-            }
-            line["lr"] = json!(lr);
-            line["samples_per_s"] = json!(batch as f64 / dt.max(1e-9));
-            line["grad_norm"] = json!(norm);
-            line["logit_scale"] = json!(scalar(model.logit_scale.val().exp()));
+            let line = match &bad {
+                Some(why) => {
+                    skipped_steps += 1;
+                    let here = format!(
+                        "stage `{}`, phase `{}`, step {step_no}: {why}",
+                        stage.name, phase.name
+                    );
+                    if skipped_steps > stage.skip_nonfinite {
+                        let kept = latest_checkpoint(dir, &stage.name, &stage.hash).map_or(
+                            "there is no checkpoint of this stage yet".to_string(),
+                            |(p, s)| {
+                                format!("the last good checkpoint, step {s}, is kept: {}", p.display())
+                            },
+                        );
+                        let budget = if stage.skip_nonfinite == 0 {
+                            format!("stage field `skip_nonfinite: N` skips up to N such steps")
+                        } else {
+                            format!(
+                                "{} such steps were already skipped (`skip_nonfinite: {}`)",
+                                skipped_steps - 1,
+                                stage.skip_nonfinite
+                            )
+                        };
+                        return Err(format!("{here}; stopped; {kept}; {budget}"));
+                    }
+                    if opts.progress {
+                        eprintln!(
+                            "\npexc: {here}; step skipped ({skipped_steps} of at most {})",
+                            stage.skip_nonfinite
+                        );
+                    }
+                    json!({
+                        "stage": stage.name,
+                        "phase": phase.name,
+                        "step": step_no,
+                        "skipped": why,
+                        "lr": lr,
+                    })
+                }
+                None => {
+                    let mut line = json!({
+                        "stage": stage.name,
+                        "phase": phase.name,
+                        "step": step_no,
+                        "loss": loss_value,
+                    });
+                    for (n, v) in &term_values {
+                        line[n.as_str()] = json!(v);
+                    }
+                    line["lr"] = json!(lr);
+                    line["samples_per_s"] = json!(batch as f64 / dt.max(1e-9));
+                    line["grad_norm"] = json!(norm);
+                    line["logit_scale"] = json!(scalar(model.logit_scale.val().exp()));
+                    line
+                }
+            };
             dir.append_metrics(&line)
                 .map_err(|e| format!("metrics.jsonl: {e}"))?;
             if opts.progress {
@@ -354,7 +432,59 @@ pub fn train_stage<B: AutodiffBackend>(
         towers,
         last_checkpoint,
         stopped,
+        bad: bad_log,
+        skipped_steps,
     })
+}
+
+/// Makes loss term `term` (the first when `None`) and the total NaN: an injected fault.
+fn inject_nan<B: AutodiffBackend>(out: &mut clip::StepLoss<B>, term: Option<&str>) {
+    let k = term
+        .and_then(|t| out.terms.iter().position(|(n, _)| n == t))
+        .unwrap_or(0);
+    if let Some((_, t)) = out.terms.get_mut(k) {
+        *t = t.clone().mul_scalar(f32::NAN);
+    }
+    out.total = out.total.clone().mul_scalar(f32::NAN);
+}
+
+/// The path of the first parameter whose gradient holds a value that is not finite.
+fn first_nonfinite_grad<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Option<String> {
+    use burn::module::{ModuleVisitor, Param};
+    struct Find<'a> {
+        grads: &'a GradientsParams,
+        path: Vec<String>,
+        found: Option<String>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Find<'_> {
+        fn enter_module(&mut self, name: &str, _c: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _c: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.found.is_some() {
+                return;
+            }
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                let values = g.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+                if values.iter().any(|v| !v.is_finite()) {
+                    self.found = Some(self.path.join("."));
+                }
+            }
+        }
+    }
+    let mut f = Find {
+        grads,
+        path: Vec::new(),
+        found: None,
+    };
+    module.visit(&mut f);
+    f.found
 }
 
 fn last_step_done(dir: &RunDir, stage: &str) -> Option<u64> {
@@ -402,10 +532,25 @@ fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_scalar().elem::<f32>() as f64
 }
 
-/// The dataset of a phase (opened once per stage and data source).
+/// The `on_bad` rule of a data source: real sources have one (`"error"` by default),
+/// generated ones none.
+pub fn on_bad(ctor: &Ctor) -> Result<Option<data::OnBad>, String> {
+    match ctor.ctor.as_str() {
+        "image_text" | "webdataset" => data::OnBad::of(ctor)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        _ => Ok(None),
+    }
+}
+
+/// The dataset of a phase (opened once per stage and data source), seen through its
+/// `on_bad` rule, with captions checked against the context.
 fn dataset(
     phase: &PhasePlan,
     cache: &mut HashMap<String, Arc<dyn Dataset>>,
+    tokenizer: &data::Tokenizer,
+    context: usize,
+    log: &Arc<data::BadLog>,
 ) -> Result<Arc<dyn Dataset>, String> {
     let ctor = match &phase.data {
         Some(DataPlan::Source(c)) => c,
@@ -421,7 +566,23 @@ fn dataset(
     if let Some(d) = cache.get(&key) {
         return Ok(d.clone());
     }
-    let d: Arc<dyn Dataset> = Arc::from(data::open(ctor, Split::Train).map_err(|e| e.to_string())?);
+    let raw: Arc<dyn Dataset> =
+        Arc::from(data::open(ctor, Split::Train).map_err(|e| e.to_string())?);
+    let d: Arc<dyn Dataset> = Arc::new(data::Screened::new(
+        raw,
+        on_bad(ctor)?,
+        Some((tokenizer.clone(), context)),
+        log.clone(),
+    ));
+    if d.is_empty() {
+        let skipped = log
+            .summary()
+            .map_or(String::new(), |s| format!(" ({s})"));
+        return Err(format!(
+            "phase `{}`: the data has no training samples{skipped}",
+            phase.name
+        ));
+    }
     cache.insert(key, d.clone());
     Ok(d)
 }
