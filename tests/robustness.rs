@@ -2,6 +2,7 @@
 //! random (bytes, tokens, lines), not on pathological nesting. Run more cases with
 //! `PROPTEST_CASES=100000 cargo test --release --test robustness`.
 
+use std::cell::Cell;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -296,8 +297,7 @@ fn a_counted_run_of_inputs_reports_how_many_ran_and_none_panicked() {
             TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
         )
     };
-    let mut mutated = 0u32;
-    let mut planned = 0u32;
+    let (mutated, planned, bytes_run) = (Cell::new(0u32), Cell::new(0u32), Cell::new(0u32));
     runner(1)
         .run(
             &(any::<usize>(), proptest::collection::vec(mutation(), 1..6)),
@@ -316,21 +316,21 @@ fn a_counted_run_of_inputs_reports_how_many_ran_and_none_panicked() {
                 if !outcome.has_errors() {
                     let mut problems = pexc_compiler::Problems::default();
                     let _ = pexc_compiler::lower::lower(&outcome.checked, &mut problems);
-                    planned += 1;
+                    planned.set(planned.get() + 1);
                 }
-                mutated += 1;
+                mutated.set(mutated.get() + 1);
                 Ok(())
             },
         )
         .expect("no mutated experiment panics");
-    let mut bytes_run = 0u32;
     runner(2)
         .run(&proptest::collection::vec(any::<u8>(), 0..4096), |bytes| {
             let _ = check_source("fuzz.pex", &bytes);
-            bytes_run += 1;
+            bytes_run.set(bytes_run.get() + 1);
             Ok(())
         })
         .expect("no byte string panics");
+    let (mutated, planned, bytes_run) = (mutated.get(), planned.get(), bytes_run.get());
     eprintln!(
         "front end: {mutated} mutated experiments ({planned} still valid, lowered to a plan) and {bytes_run} arbitrary byte strings checked; none panicked"
     );

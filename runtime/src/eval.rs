@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use pexc_compiler::lower::plan::{DataPlan, StagePlan};
 use serde_json::{json, Value};
 
-use crate::data::{self, Split};
+use crate::data::{self, Dataset, Split};
 use crate::loss::normalize;
 use crate::train::clip::ClipModel;
 

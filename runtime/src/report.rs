@@ -131,7 +131,7 @@ pub fn markdown(
                 .iter()
                 .filter(|m| m["stage"] == st.name.as_str() && m["phase"] == p.name.as_str())
                 .collect();
-            let last = rows.last().and_then(|m| m["loss"].as_f64());
+            let last = rows.iter().rev().find_map(|m| m["loss"].as_f64());
             let speed: Vec<f64> = rows
                 .iter()
                 .filter_map(|m| m["samples_per_s"].as_f64())
@@ -212,6 +212,7 @@ pub fn series(metrics: &[Value], stage: &str) -> (Series, Series) {
                         | "samples_per_s"
                         | "grad_norm"
                         | "logit_scale"
+                        | "skipped"
                 );
                 if !known && !names.contains(k) {
                     names.push(k.clone());

@@ -339,7 +339,7 @@ pub fn train_stage<B: AutodiffBackend>(
                             },
                         );
                         let budget = if stage.skip_nonfinite == 0 {
-                            format!("stage field `skip_nonfinite: N` skips up to N such steps")
+                            "the stage field `skip_nonfinite: N` skips up to N such steps".to_string()
                         } else {
                             format!(
                                 "{} such steps were already skipped (`skip_nonfinite: {}`)",
