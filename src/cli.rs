@@ -202,7 +202,11 @@ pub(crate) fn check_paths(outcome: &mut Outcome) {
             );
         } else if resolved.is_dir() != want_dir {
             let (expected, found, help) = if want_dir {
-                ("a directory", "a file", "this argument names a directory of data")
+                (
+                    "a directory",
+                    "a file",
+                    "this argument names a directory of data",
+                )
             } else {
                 ("a file", "a directory", "this argument names a file (a checkpoint, a captions JSONL, a shard, a tokenizer)")
             };

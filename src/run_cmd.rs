@@ -68,7 +68,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "Mi" | "MiB" => 1024.0 * 1024.0,
         "Gi" | "GiB" => 1024.0 * 1024.0 * 1024.0,
         "Ti" | "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("`{other}` is not a unit of size (B, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "`{other}` is not a unit of size (B, KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     let bytes = n * mult;
     if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {

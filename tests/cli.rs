@@ -216,13 +216,21 @@ fn every_command_exits_two_on_io_and_usage_errors_without_a_backtrace() {
     }
     // A bad `--set` on the commands that take one.
     for cmd in [vec!["plan"], vec!["explain"], vec!["run", "--out", &out]] {
-        for set in ["core.batch", "core.batch=((", "nowhere.x=1", "core.batch=\"many\""] {
+        for set in [
+            "core.batch",
+            "core.batch=((",
+            "nowhere.x=1",
+            "core.batch=\"many\"",
+        ] {
             let mut args = cmd.clone();
             args.extend(["tests/runs/micro.pex", "--set", set]);
             let o = run(&args);
             assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
             let err = stderr(&o);
-            assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+            assert!(
+                !err.contains("panicked") && !err.contains("backtrace"),
+                "{err}"
+            );
             assert!(!err.is_empty());
             cases += 1;
         }
@@ -238,7 +246,11 @@ fn a_file_that_never_ends_is_refused_by_size_not_read_forever() {
     }
     let o = pexc(&["check", "/dev/zero"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("pex::syntax::file_size"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("pex::syntax::file_size"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

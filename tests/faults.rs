@@ -136,12 +136,18 @@ fn a_nan_loss_stops_naming_stage_phase_step_and_term_and_keeps_the_checkpoint() 
         err.contains("stage `core`, phase `r24`, step 7: the loss is NaN (the term `mask_regularization` went bad)"),
         "{err}"
     );
-    assert!(err.contains("the last good checkpoint, step 6, is kept"), "{err}");
+    assert!(
+        err.contains("the last good checkpoint, step 6, is kept"),
+        "{err}"
+    );
     assert!(err.contains("skip_nonfinite"), "{err}");
     // Steps 1-6 are recorded, the good checkpoints are whole, and the stage is not done.
     assert_eq!(metrics(&d).len(), 6);
     let kept = checkpoints(&d, "core");
-    assert_eq!(kept, ["step-00000005.safetensors", "step-00000006.safetensors"]);
+    assert_eq!(
+        kept,
+        ["step-00000005.safetensors", "step-00000006.safetensors"]
+    );
     for k in &kept {
         assert!(loads(&d.join("checkpoints/core").join(k)), "{k}");
     }
@@ -161,7 +167,10 @@ fn an_infinite_gradient_stops_the_stage_with_the_loss_terms() {
         "{err}"
     );
     assert!(err.contains("`clip`"), "{err}");
-    assert!(err.contains("there is no checkpoint of this stage yet"), "{err}");
+    assert!(
+        err.contains("there is no checkpoint of this stage yet"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -196,7 +205,8 @@ fn skip_nonfinite_skips_a_bounded_number_of_bad_steps() {
     let o = run(&d, Some("nan_loss@3"), &["--set", "core.skip_nonfinite=1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("note: stage `core`: 1 step(s) with a non-finite loss or gradient skipped"),
+        stdout(&o)
+            .contains("note: stage `core`: 1 step(s) with a non-finite loss or gradient skipped"),
         "{}",
         stdout(&o)
     );
@@ -211,10 +221,9 @@ fn skip_nonfinite_skips_a_bounded_number_of_bad_steps() {
     let want = metrics(&whole);
     assert_eq!(losses(&m[..2]), losses(&want[..2]));
     assert_ne!(losses(&m[3..4]), losses(&want[3..4]));
-    let record: Value = serde_json::from_str(
-        &std::fs::read_to_string(d.join("stages/core.json")).expect("record"),
-    )
-    .expect("json");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("stages/core.json")).expect("record"))
+            .expect("json");
     assert_eq!(record["skipped_steps"], 1);
 
     // Two bad steps with a budget of one: the second stops the stage.
@@ -258,7 +267,10 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_resumes() {
     // The previous checkpoints are whole; no partial file is left.
     let kept = checkpoints(&d, "core");
     // Steps 4 and 5 (the end of phase r16): the newest two before the failed one.
-    assert_eq!(kept, ["step-00000004.safetensors", "step-00000005.safetensors"]);
+    assert_eq!(
+        kept,
+        ["step-00000004.safetensors", "step-00000005.safetensors"]
+    );
     for k in &kept {
         assert!(loads(&d.join("checkpoints/core").join(k)), "{k}");
     }

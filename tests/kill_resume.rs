@@ -67,17 +67,16 @@ fn outcome(dir: &Path) -> Outcome {
             v.to_string()
         })
         .collect();
-    let eval = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("eval.json")).expect("eval.json"),
-    )
-    .expect("json");
+    let eval =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).expect("eval.json"))
+            .expect("json");
     // The records without `data`: what the data screening met is counted by the process
     // that met it (a resumed run does not meet again what the killed one did).
     let records = ["a", "b"]
         .iter()
         .map(|s| {
-            let text = std::fs::read_to_string(dir.join(format!("stages/{s}.json")))
-                .expect("record");
+            let text =
+                std::fs::read_to_string(dir.join(format!("stages/{s}.json"))).expect("record");
             let mut v: Value = serde_json::from_str(&text).expect("json");
             if let Some(o) = v.as_object_mut() {
                 o.remove("data");
@@ -109,9 +108,7 @@ fn reached(dir: &Path, when: &When, started: Instant) -> bool {
         When::After(t) => started.elapsed() >= *t,
         When::Exists(rel) => dir.join(rel).exists(),
         When::Phase(stage, phase) => std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .map(|s| {
-                s.contains(&format!("\"stage\":\"{stage}\",\"phase\":\"{phase}\""))
-            })
+            .map(|s| s.contains(&format!("\"stage\":\"{stage}\",\"phase\":\"{phase}\"")))
             .unwrap_or(false),
     }
 }
@@ -158,8 +155,8 @@ fn campaign(points: &[When]) -> usize {
     for (k, when) in points.iter().enumerate() {
         let dir = fresh_dir(&format!("point{k}"));
         let was_killed = kill_at(&dir, when);
-        let lines = std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .map_or(0, |s| s.lines().count());
+        let lines =
+            std::fs::read_to_string(dir.join("metrics.jsonl")).map_or(0, |s| s.lines().count());
         let out = command(&dir, true).output().expect("pexc runs");
         assert!(
             out.status.success(),
@@ -173,7 +170,10 @@ fn campaign(points: &[When]) -> usize {
             assert_eq!(g, w, "{at}");
         }
         assert_eq!(got.eval, want.eval, "{at}: eval.json");
-        assert!(got.export == want.export, "{at}: the exported weights differ");
+        assert!(
+            got.export == want.export,
+            "{at}: the exported weights differ"
+        );
         assert_eq!(got.records, want.records, "{at}: stage records");
         // No partial file of the killed writer survives the resume.
         let mut stack = vec![dir.clone()];
@@ -222,7 +222,10 @@ fn killed_at_a_phase_boundary_a_stage_boundary_and_mid_stage_it_resumes_identica
         When::Phase("b", "r32"),
     ];
     let killed = campaign(&points);
-    assert!(killed >= 2, "only {killed} of 3 runs were killed before they ended");
+    assert!(
+        killed >= 2,
+        "only {killed} of 3 runs were killed before they ended"
+    );
 }
 
 #[test]

@@ -344,7 +344,9 @@ fn a_file_over_the_size_limit_is_a_diagnostic() {
     let codes: Vec<String> = outcome.problems.list.iter().map(|p| p.code()).collect();
     assert_eq!(codes, ["pex::syntax::file_size"]);
     // Cut inside a multi-byte character: still the size, not the encoding.
-    let mut big = "é".repeat(pexc_compiler::syntax::MAX_FILE_BYTES / 2 + 1).into_bytes();
+    let mut big = "é"
+        .repeat(pexc_compiler::syntax::MAX_FILE_BYTES / 2 + 1)
+        .into_bytes();
     big.pop();
     let outcome = check_source("big.pex", &big);
     let codes: Vec<String> = outcome.problems.list.iter().map(|p| p.code()).collect();

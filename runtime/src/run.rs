@@ -119,7 +119,9 @@ fn run_with<B: AutodiffBackend>(
     }
     let limit = match (opts.max_memory, resolved) {
         (Some(b), _) => Some((b as f64, "the limit of --max-memory".to_string())),
-        (None, Resolved::Cpu) => available_memory().map(|b| (b, "the memory available on this machine".to_string())),
+        (None, Resolved::Cpu) => {
+            available_memory().map(|b| (b, "the memory available on this machine".to_string()))
+        }
         // The estimate is per device; without a limit, the GPU's own check applies.
         (None, _) => None,
     };

@@ -133,7 +133,8 @@ pub struct Lock {
 impl Lock {
     pub fn acquire(dir: &RunDir) -> Result<Lock, String> {
         let path = dir.path(".lock");
-        let cannot = |e: &dyn std::fmt::Display| format!("cannot lock `{}`: {e}", dir.root.display());
+        let cannot =
+            |e: &dyn std::fmt::Display| format!("cannot lock `{}`: {e}", dir.root.display());
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -258,7 +259,11 @@ mod tests {
     fn temporaries_of_a_killed_writer_are_cleaned() {
         let d = RunDir::create(&tmp("clean")).expect("dir");
         write_atomic(&d.path("checkpoints/a/step-00000002.safetensors"), b"ok").expect("w");
-        fs::write(d.path("checkpoints/a/.step-00000004.safetensors.tmp-77"), b"ha").expect("w");
+        fs::write(
+            d.path("checkpoints/a/.step-00000004.safetensors.tmp-77"),
+            b"ha",
+        )
+        .expect("w");
         fs::write(d.path(".eval.json.tmp-78"), b"{").expect("w");
         assert_eq!(clean_temporaries(&d), 2);
         assert!(d.path("checkpoints/a/step-00000002.safetensors").is_file());

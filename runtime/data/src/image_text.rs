@@ -189,9 +189,10 @@ impl Dataset for ImageText {
     }
 
     fn name(&self, idx: usize) -> String {
-        self.entries
-            .get(idx)
-            .map_or_else(|| format!("sample {idx}"), |e| e.image.display().to_string())
+        self.entries.get(idx).map_or_else(
+            || format!("sample {idx}"),
+            |e| e.image.display().to_string(),
+        )
     }
 
     fn skipped_at_open(&self) -> Vec<Bad> {

@@ -311,13 +311,18 @@ mod tests {
             let (bytes, text): (Vec<u8>, String) = match i {
                 1 => (good[..good.len() / 2].to_vec(), "a cut image".into()),
                 3 => (b"GIF89a? no, just text".to_vec(), "not an image".into()),
-                7 => (jpeg(5, 5, [1, 2, 3]), "a long caption with many many words in it, far too many".into()),
+                7 => (
+                    jpeg(5, 5, [1, 2, 3]),
+                    "a long caption with many many words in it, far too many".into(),
+                ),
                 _ => (good.clone(), format!("picture {i}")),
             };
             std::fs::write(root.join(&name), bytes).unwrap();
             lines.push(match i {
                 5 => format!("{{\"image\": \"{name}\"}}"),
-                9 => "{\"image\": \"gone.png\", \"text\": \"a file that is not there\"}".to_string(),
+                9 => {
+                    "{\"image\": \"gone.png\", \"text\": \"a file that is not there\"}".to_string()
+                }
                 _ => format!("{{\"image\": \"{name}\", \"text\": \"{text}\"}}"),
             });
         }
@@ -332,7 +337,10 @@ mod tests {
     #[test]
     fn on_bad_is_read_from_the_constructor() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(OnBad::of(&image_text(d.path(), None)).unwrap(), OnBad::Error);
+        assert_eq!(
+            OnBad::of(&image_text(d.path(), None)).unwrap(),
+            OnBad::Error
+        );
         assert_eq!(
             OnBad::of(&image_text(d.path(), Some("skip"))).unwrap(),
             OnBad::Skip
@@ -361,11 +369,17 @@ mod tests {
         assert_eq!(log.count(), 5, "{:?}", log.first());
         let names: Vec<String> = log.first().iter().map(|b| b.name.clone()).collect();
         for want in ["captions.jsonl:6", "01.png", "03.png", "07.png", "gone.png"] {
-            assert!(names.iter().any(|n| n.ends_with(want)), "{want} in {names:?}");
+            assert!(
+                names.iter().any(|n| n.ends_with(want)),
+                "{want} in {names:?}"
+            );
         }
         let summary = log.summary().unwrap();
         assert!(summary.starts_with("5 bad samples skipped"), "{summary}");
-        assert!(summary.contains("longer than the context of 16"), "{summary}");
+        assert!(
+            summary.contains("longer than the context of 16"),
+            "{summary}"
+        );
         // Loading again records nothing new: each bad sample counts once.
         let _ = ds.get(1, 4, &mut Rng::new(0)).unwrap();
         assert_eq!(log.count(), 5);
@@ -378,7 +392,12 @@ mod tests {
         let c = image_text(dir.path(), Some("skip"));
         let open = || {
             let raw: Arc<dyn Dataset> = Arc::new(ImageText::open(&c, Split::Train).unwrap());
-            Screened::new(raw, Some(OnBad::Skip), Some((tokenizer(), 16)), Arc::default())
+            Screened::new(
+                raw,
+                Some(OnBad::Skip),
+                Some((tokenizer(), 16)),
+                Arc::default(),
+            )
         };
         let (a, b) = (open(), open());
         // Sample 1 is the cut PNG: it becomes sample 2, with sample 1's augmentation seed.
@@ -400,10 +419,16 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("captions.jsonl")).unwrap();
         let kept: Vec<&str> = text.lines().filter(|l| l.contains("text")).collect();
         std::fs::write(dir.path().join("captions.jsonl"), kept.join("\n")).unwrap();
-        let raw: Arc<dyn Dataset> =
-            Arc::new(ImageText::open(&image_text(dir.path(), Some("error")), Split::Train).unwrap());
+        let raw: Arc<dyn Dataset> = Arc::new(
+            ImageText::open(&image_text(dir.path(), Some("error")), Split::Train).unwrap(),
+        );
         let log = Arc::new(BadLog::default());
-        let ds = Screened::new(raw, Some(OnBad::Error), Some((tokenizer(), 16)), log.clone());
+        let ds = Screened::new(
+            raw,
+            Some(OnBad::Error),
+            Some((tokenizer(), 16)),
+            log.clone(),
+        );
         assert!(ds.get(0, 4, &mut Rng::new(0)).is_ok());
         let e = ds.get(1, 4, &mut Rng::new(0)).unwrap_err();
         assert!(e.to_string().contains("01.png"), "{e}");
@@ -427,7 +452,10 @@ mod tests {
             assert!(ds.get(i, 8, &mut Rng::new(0)).is_ok());
         }
         assert_eq!((log.count(), log.truncated()), (0, 5));
-        assert!(log.summary().unwrap().contains("5 captions longer than the context"));
+        assert!(log
+            .summary()
+            .unwrap()
+            .contains("5 captions longer than the context"));
     }
 
     fn add(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
@@ -466,7 +494,11 @@ mod tests {
                 }
                 _ => {
                     add(&mut b, &format!("{key}.jpg"), &img);
-                    add(&mut b, &format!("{key}.txt"), format!("photo {k}").as_bytes());
+                    add(
+                        &mut b,
+                        &format!("{key}.txt"),
+                        format!("photo {k}").as_bytes(),
+                    );
                 }
             }
         }
@@ -490,11 +522,17 @@ mod tests {
         let names: Vec<String> = log.first().iter().map(|b| b.name.clone()).collect();
         assert_eq!(log.count(), 3, "{names:?}");
         assert!(names[0].ends_with("s-0.tar:k2"), "{names:?}");
-        assert!(names[1].ends_with("s-1.tar") && names[2].ends_with("s-2.tar"), "{names:?}");
+        assert!(
+            names[1].ends_with("s-1.tar") && names[2].ends_with("s-2.tar"),
+            "{names:?}"
+        );
         let texts: Vec<String> = (0..ds.len())
             .map(|i| ds.get(i, 4, &mut Rng::new(0)).unwrap().text)
             .collect();
-        assert_eq!(texts, ["photo 0", "photo 1", "photo 3", "photo 5", "photo 5"]);
+        assert_eq!(
+            texts,
+            ["photo 0", "photo 1", "photo 3", "photo 5", "photo 5"]
+        );
         assert_eq!(log.count(), 4);
         assert!(log.first()[3].name.ends_with("s-0.tar:k4"));
     }

@@ -335,11 +335,15 @@ pub fn train_stage<B: AutodiffBackend>(
                         let kept = latest_checkpoint(dir, &stage.name, &stage.hash).map_or(
                             "there is no checkpoint of this stage yet".to_string(),
                             |(p, s)| {
-                                format!("the last good checkpoint, step {s}, is kept: {}", p.display())
+                                format!(
+                                    "the last good checkpoint, step {s}, is kept: {}",
+                                    p.display()
+                                )
                             },
                         );
                         let budget = if stage.skip_nonfinite == 0 {
-                            "the stage field `skip_nonfinite: N` skips up to N such steps".to_string()
+                            "the stage field `skip_nonfinite: N` skips up to N such steps"
+                                .to_string()
                         } else {
                             format!(
                                 "{} such steps were already skipped (`skip_nonfinite: {}`)",
@@ -471,7 +475,11 @@ fn first_nonfinite_grad<B: AutodiffBackend, M: AutodiffModule<B>>(
                 return;
             }
             if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-                let values = g.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+                let values = g
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .unwrap_or_default();
                 if values.iter().any(|v| !v.is_finite()) {
                     self.found = Some(self.path.join("."));
                 }
@@ -536,9 +544,7 @@ fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {
 /// generated ones none.
 pub fn on_bad(ctor: &Ctor) -> Result<Option<data::OnBad>, String> {
     match ctor.ctor.as_str() {
-        "image_text" | "webdataset" => data::OnBad::of(ctor)
-            .map(Some)
-            .map_err(|e| e.to_string()),
+        "image_text" | "webdataset" => data::OnBad::of(ctor).map(Some).map_err(|e| e.to_string()),
         _ => Ok(None),
     }
 }
@@ -575,9 +581,7 @@ fn dataset(
         log.clone(),
     ));
     if d.is_empty() {
-        let skipped = log
-            .summary()
-            .map_or(String::new(), |s| format!(" ({s})"));
+        let skipped = log.summary().map_or(String::new(), |s| format!(" ({s})"));
         return Err(format!(
             "phase `{}`: the data has no training samples{skipped}",
             phase.name
