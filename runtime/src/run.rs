@@ -176,12 +176,12 @@ fn run_with<B: AutodiffBackend>(
             max_steps_per_phase: opts.smoke.then_some(2),
             progress: opts.progress,
         };
-        let trained = train::train_stage::<B>(stage, &dir, &init, &sopts, device).map_err(|e| {
-            if opts.progress {
-                eprintln!(); // end the progress line
-            }
-            e
-        })?;
+        let trained =
+            train::train_stage::<B>(stage, &dir, &init, &sopts, device).inspect_err(|_| {
+                if opts.progress {
+                    eprintln!(); // end the progress line
+                }
+            })?;
         if trained.stopped {
             summary.stopped = true;
             if opts.progress {

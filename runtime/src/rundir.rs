@@ -180,10 +180,13 @@ pub fn clean_temporaries(dir: &RunDir) -> usize {
             let name = e.file_name().to_string_lossy().into_owned();
             match e.file_type() {
                 Ok(t) if t.is_dir() => walk(&p, n),
-                Ok(t) if t.is_file() && name.starts_with('.') && name.contains(".tmp-") => {
-                    if fs::remove_file(&p).is_ok() {
-                        *n += 1;
-                    }
+                Ok(t)
+                    if t.is_file()
+                        && name.starts_with('.')
+                        && name.contains(".tmp-")
+                        && fs::remove_file(&p).is_ok() =>
+                {
+                    *n += 1;
                 }
                 _ => {}
             }
