@@ -236,7 +236,7 @@ pub fn embed(
 fn resolution(config: &VitConfig, opts: &EmbedOptions) -> Result<usize, String> {
     let r = opts.resolution.unwrap_or(config.image);
     let p = config.patch;
-    if r < p || r % p != 0 {
+    if r < p || !r.is_multiple_of(p) {
         let below = (r / p).max(1) * p;
         return Err(format!(
             "--resolution {r} is not a multiple of the patch size {p}: try {below} or {}",

@@ -479,7 +479,7 @@ pub fn compare_shapes(
     if diffs.is_empty() {
         return None;
     }
-    diffs.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    diffs.sort_by_key(|d| natural_key(&d.0));
     Some(Mismatch {
         count: diffs.len(),
         lines: diffs.iter().take(4).map(|(_, l)| l.clone()).collect(),
