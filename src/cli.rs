@@ -38,6 +38,10 @@ pub enum Command {
     Fmt(crate::fmt_cmd::FmtArgs),
     /// Execute the plan: train stage by stage into a run directory.
     Run(crate::run_cmd::RunArgs),
+    /// Embeddings or block features of images, folders or video with a declared model.
+    Embed(crate::embed_cmd::EmbedArgs),
+    /// A run's export (or a CLIP stage) as safetensors in the official PE layout.
+    Export(crate::embed_cmd::ExportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,6 +85,12 @@ pub fn run(cli: Cli) -> i32 {
         Command::Run(args) => {
             crate::run_cmd::run_command(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        Command::Embed(args) => {
+            crate::embed_cmd::embed_command(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Export(args) => {
+            crate::embed_cmd::export_command(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
     }
 }
 
@@ -105,6 +115,12 @@ pub fn check(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 
         };
         if args.check_paths {
             check_paths(&mut outcome);
+        }
+        // Checkpoints that exist are compared with their models (headers only).
+        let mut weights = pexc_compiler::Problems::default();
+        crate::weights::check_weights(&outcome, &mut weights, false);
+        for p in weights.list {
+            outcome.problems.list.push(p);
         }
         for p in &outcome.problems.list {
             if p.is_error() {

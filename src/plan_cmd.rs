@@ -82,7 +82,11 @@ pub fn load_checked(path: &Path, sets: &[String], err: &mut dyn Write) -> Result
 }
 
 /// Renders problems; `Err` with the exit code when any is an error.
-fn report(outcome: &Outcome, problems: &Problems, err: &mut dyn Write) -> Result<(), i32> {
+pub(crate) fn report(
+    outcome: &Outcome,
+    problems: &Problems,
+    err: &mut dyn Write,
+) -> Result<(), i32> {
     let style = style();
     for p in &problems.list {
         let _ = write!(err, "{}", render::human(p, outcome.sources(), style));

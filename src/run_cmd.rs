@@ -4,7 +4,6 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use pexc_compiler::source::Origin;
-use pexc_runtime::backend::Choice;
 use pexc_runtime::run::{run, RunOptions};
 
 use crate::plan_cmd::plan_of;
@@ -108,6 +107,12 @@ pub fn run_command(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
         );
         return 1;
     }
+    // Checkpoints named by `weights:` must exist and fit their models before any work.
+    let mut problems = pexc_compiler::Problems::default();
+    crate::weights::check_weights(&outcome, &mut problems, true);
+    if let Err(code) = crate::plan_cmd::report(&outcome, &problems, err) {
+        return code;
+    }
     let stem = args
         .file
         .file_stem()
@@ -126,11 +131,7 @@ pub fn run_command(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
         .collect();
     let opts = RunOptions {
         out: out_dir.clone(),
-        backend: match args.backend {
-            BackendArg::Auto => Choice::Auto,
-            BackendArg::Cpu => Choice::Cpu,
-            BackendArg::Cuda => Choice::Cuda,
-        },
+        backend: crate::embed_cmd::backend(args.backend),
         resume: args.resume,
         stage: args.stage.clone(),
         smoke: args.smoke,

@@ -552,6 +552,30 @@ pub enum Error {
         span: SourceSpan,
     },
 
+    #[error("the weights in `{path}` do not fit model `{model}`")]
+    #[diagnostic(code(pex::weights::mismatch), help("{help}"))]
+    WeightsMismatch {
+        path: String,
+        model: String,
+        /// The first mismatching keys, one per line: expected and found shapes.
+        detail: String,
+        help: String,
+        #[label("{detail}")]
+        span: SourceSpan,
+    },
+
+    #[error("cannot read the weights in `{path}`: {reason}")]
+    #[diagnostic(
+        code(pex::weights::unreadable),
+        help("`weights` takes a `.pt` or `.safetensors` file in the official PE layout")
+    )]
+    WeightsUnreadable {
+        path: String,
+        reason: String,
+        #[label("this checkpoint")]
+        span: SourceSpan,
+    },
+
     // ------------------------------------------------------------------ warnings
     #[error("resolution decreases from {from} to {to}")]
     #[diagnostic(

@@ -2,7 +2,9 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod fault;
 pub mod loss;
 pub mod model;

@@ -247,10 +247,12 @@ fn run_with<B: AutodiffBackend>(
                 "vision" => checkpoint::collect(&valid.vision, ""),
                 _ => checkpoint::collect(&valid.text, ""),
             };
-            checkpoint::save(
+            // In the official PE layout (language.md section 4), so that `weights:` and
+            // the official code load it.
+            crate::export::write(
                 &dir.path(&format!("exports/{}.safetensors", ex.name)),
-                &tensors,
-                &json!({"stage": stage.name, "model": ex.model, "layout": "pexc"}),
+                &crate::export::tower(&tensors),
+                json!({"stage": stage.name, "model": ex.model}),
             )?;
         }
         let rel = trained

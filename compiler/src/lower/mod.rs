@@ -65,6 +65,23 @@ pub fn lower(checked: &Checked, problems: &mut Problems) -> Plan {
     }
 }
 
+/// A model declared in the root file, in plan form: its constructor with every argument
+/// resolved (presets expanded, `with` applied, paths relative to the file that wrote
+/// them). For commands that use a model outside any stage (`pexc embed`, weight checks).
+pub fn model_def(checked: &Checked, name: &str) -> Option<Ctor> {
+    let root = checked.loaded.root;
+    let id = checked.defs.iter().position(|d| {
+        d.file == root && d.kind == crate::syntax::ast::DefKind::Model && d.name == name
+    })?;
+    let call = checked.model_call(&ModelRef::Def(crate::check::DefId(id), name.into()))?;
+    Some(Lowerer { checked }.ctor(call))
+}
+
+/// A constructor call in plan form (see `model_def`).
+pub fn call_ctor(checked: &Checked, call: &CallValue) -> Ctor {
+    Lowerer { checked }.ctor(call)
+}
+
 struct Lowerer<'c> {
     checked: &'c Checked,
 }
