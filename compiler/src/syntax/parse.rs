@@ -706,8 +706,57 @@ fn unescape(quoted: &str) -> String {
     out
 }
 
+/// The common numbers without allocating: digits with an optional suffix (`64`, `24K`,
+/// `64Ki`), and decimals without a suffix (`0.5`, `2e-3`). `None`: the general path.
+fn parse_plain_number(token: &str) -> Option<ExprKind> {
+    let bytes = token.as_bytes();
+    if bytes.contains(&b'_') {
+        return None;
+    }
+    let (body, multiplier): (&[u8], i128) = match bytes {
+        [b @ .., b'K', b'i'] => (b, 1 << 10),
+        [b @ .., b'M', b'i'] => (b, 1 << 20),
+        [b @ .., b'G', b'i'] => (b, 1 << 30),
+        [b @ .., b'K'] => (b, 1_000),
+        [b @ .., b'M'] => (b, 1_000_000),
+        [b @ .., b'B'] => (b, 1_000_000_000),
+        [b @ .., b'T'] => (b, 1_000_000_000_000),
+        b => (b, 1),
+    };
+    if body.is_empty() {
+        return None;
+    }
+    if body.iter().all(u8::is_ascii_digit) {
+        let mut value: i128 = 0;
+        for &d in body {
+            value = match value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(i128::from(d - b'0')))
+            {
+                Some(v) => v,
+                None => return Some(ExprKind::Overflow),
+            };
+        }
+        return Some(match value.checked_mul(multiplier).map(i64::try_from) {
+            Some(Ok(v)) => ExprKind::Int(v),
+            _ => ExprKind::Overflow,
+        });
+    }
+    if multiplier == 1 && body.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        // Decimal syntax without a suffix is a float, as in the general path.
+        let f: f64 = token.parse().unwrap_or(f64::INFINITY);
+        return Some(ExprKind::Float(f));
+    }
+    None
+}
+
 /// A number token to its value, exactly: `5.4B` is the integer 5_400_000_000.
 pub fn parse_number(token: &str) -> ExprKind {
+    parse_plain_number(token).unwrap_or_else(|| parse_any_number(token))
+}
+
+/// `parse_number` for every number token.
+fn parse_any_number(token: &str) -> ExprKind {
     let clean: String = token.chars().filter(|&c| c != '_').collect();
     let (body, multiplier): (&str, i128) = if let Some(b) = clean.strip_suffix("Ki") {
         (b, 1 << 10)
@@ -805,6 +854,36 @@ mod tests {
         assert_eq!(parse_number("1.0005K"), ExprKind::Float(1000.5));
         assert_eq!(parse_number("99999999999999999999"), ExprKind::Overflow);
         assert_eq!(parse_number("9223372036854775807"), ExprKind::Int(i64::MAX));
+    }
+
+    #[test]
+    fn the_fast_path_for_numbers_agrees_with_the_general_one() {
+        let mantissas = [
+            "0",
+            "7",
+            "64",
+            "1000",
+            "0.5",
+            "0.95",
+            "2.",
+            "12.25",
+            "9223372036854775807",
+            "9223372036854775808",
+            "99999999999999999999",
+            "170141183460469231731687303715884105728",
+        ];
+        let exponents = ["", "e3", "e-3", "E+2", "e400", "e-400"];
+        let suffixes = ["", "K", "M", "B", "T", "Ki", "Mi", "Gi"];
+        for m in mantissas {
+            for e in exponents {
+                for s in suffixes {
+                    let token = format!("{m}{e}{s}");
+                    if let Some(fast) = parse_plain_number(&token) {
+                        assert_eq!(fast, parse_any_number(&token), "{token}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
