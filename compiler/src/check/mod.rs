@@ -445,7 +445,7 @@ impl<'a> Checker<'a> {
 
     fn evaluate_defs(&mut self) {
         for i in 0..self.defs.len() {
-            self.ensure_def(DefId(i));
+            self.visit_def(DefId(i));
         }
     }
 

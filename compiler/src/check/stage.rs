@@ -255,13 +255,13 @@ impl Checker<'_> {
 
     /// A teacher listed among the trained models is an error of its own.
     fn reject_teachers(&mut self, cx: Cx, v: Val, teachers: &[Binding]) -> Val {
-        let items = match &v.value {
-            Value::List(items) => items.clone(),
-            Value::Teacher(_) => vec![v.clone()],
+        let items: &[Val] = match &v.value {
+            Value::List(items) => items,
+            Value::Teacher(_) => std::slice::from_ref(&v),
             _ => return v,
         };
         let mut bad = false;
-        for item in &items {
+        for item in items {
             if let Value::Teacher(t) = &item.value {
                 let decl = teachers
                     .iter()
