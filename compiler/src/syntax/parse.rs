@@ -24,13 +24,7 @@ pub const MAX_FILE_BYTES: usize = 64 << 20;
 /// literal problems found while building the AST (a number beyond 64 bits) come back in
 /// `Module` as `ExprKind::Overflow` for the checker.
 pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
-    if text.len() > MAX_FILE_BYTES {
-        return Err(Box::new(Error::FileTooLarge {
-            span: Span::new(0, 0).into(),
-            bytes: text.len(),
-            limit: MAX_FILE_BYTES,
-        }));
-    }
+    check_size(text)?;
     check_nesting(text)?;
     let pairs =
         PexParser::parse(Rule::file, text).map_err(|e| Box::new(words::syntax_error(text, e)))?;
@@ -54,6 +48,7 @@ pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
 /// Parses a lone expression (the value of a `--set` override), with the same checks as a
 /// file.
 pub fn parse_expression(text: &str) -> Result<Expr, Box<Error>> {
+    check_size(text)?;
     check_nesting(text)?;
     let pairs = PexParser::parse(Rule::expr_only, text)
         .map_err(|e| Box::new(words::syntax_error(text, e)))?;
@@ -90,6 +85,18 @@ pub fn is_keyword(word: &str) -> bool {
             | "true"
             | "false"
     )
+}
+
+/// Refuses text longer than `MAX_FILE_BYTES`.
+fn check_size(text: &str) -> Result<(), Box<Error>> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(Box::new(Error::FileTooLarge {
+            span: Span::new(0, 0).into(),
+            bytes: text.len(),
+            limit: MAX_FILE_BYTES,
+        }));
+    }
+    Ok(())
 }
 
 /// Refuses bracket nesting deeper than `MAX_NESTING`, skipping strings and comments.
@@ -205,13 +212,33 @@ fn doc_above(text: &str, start: usize) -> Option<String> {
 }
 
 /// One node of pest's parse tree: its rule, its span, and the index just past its subtree
-/// (its next sibling, when it has one).
+/// (its next sibling, when it has one). 32-bit offsets (files are at most
+/// `MAX_FILE_BYTES`): a large file's tree is half the memory to write and read.
 #[derive(Clone, Copy, Debug)]
 struct Node {
     rule: Rule,
-    start: usize,
-    end: usize,
-    next: usize,
+    start: u32,
+    end: u32,
+    next: u32,
+}
+
+impl Node {
+    fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    fn end(&self) -> usize {
+        self.end as usize
+    }
+
+    fn next(&self) -> usize {
+        self.next as usize
+    }
+}
+
+/// An offset or index that `MAX_FILE_BYTES` keeps within 32 bits.
+fn small(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The children of a node still to visit.
@@ -248,8 +275,8 @@ impl<'t> Builder<'t> {
                     open.push(nodes.len());
                     nodes.push(Node {
                         rule,
-                        start: pos.pos(),
-                        end: pos.pos(),
+                        start: small(pos.pos()),
+                        end: small(pos.pos()),
                         next: 0,
                     });
                 }
@@ -257,8 +284,8 @@ impl<'t> Builder<'t> {
                     if let Some(i) = open.pop() {
                         let next = nodes.len();
                         let node = &mut nodes[i];
-                        node.end = pos.pos();
-                        node.next = next;
+                        node.end = small(pos.pos());
+                        node.next = small(next);
                     }
                 }
             }
@@ -289,25 +316,25 @@ impl<'t> Builder<'t> {
     }
 
     fn span(&self, k: usize) -> Span {
-        Span::new(self.nodes[k].start, self.nodes[k].end)
+        Span::new(self.nodes[k].start(), self.nodes[k].end())
     }
 
     fn str(&self, k: usize) -> &'t str {
-        &self.text[self.nodes[k].start..self.nodes[k].end]
+        &self.text[self.nodes[k].start()..self.nodes[k].end()]
     }
 
     /// The children of `k`; `next` skips punctuation and keywords.
     fn kids(&self, k: usize) -> Kids {
         Kids {
             at: k + 1,
-            end: self.nodes.get(k).map_or(k + 1, |n| n.next),
+            end: self.nodes.get(k).map_or(k + 1, Node::next),
         }
     }
 
     fn next(&self, kids: &mut Kids) -> Option<usize> {
         while kids.at < kids.end {
             let i = kids.at;
-            kids.at = self.nodes[i].next.max(i + 1);
+            kids.at = self.nodes[i].next().max(i + 1);
             if !is_token(self.nodes[i].rule) {
                 return Some(i);
             }
@@ -503,7 +530,7 @@ impl<'t> Builder<'t> {
     fn count_op(&mut self, op: usize, ops: &mut usize) -> bool {
         *ops += 1;
         if *ops > MAX_OPERATORS {
-            let start = self.nodes[op].start;
+            let start = self.nodes[op].start();
             self.refuse(
                 start,
                 Error::TooManyOperators {
@@ -620,7 +647,7 @@ impl<'t> Builder<'t> {
                 let mut has_comma = false;
                 while all.at < all.end {
                     has_comma |= self.nodes[all.at].rule == Rule::comma;
-                    all.at = self.nodes[all.at].next.max(all.at + 1);
+                    all.at = self.nodes[all.at].next().max(all.at + 1);
                 }
                 let mut items = self.exprs(k);
                 if items.len() == 1 && !has_comma {
