@@ -14,15 +14,22 @@ use crate::source::Span;
 use crate::syntax::ast::{Arg, BinOp, DefKind, Expr, ExprKind, RecordField};
 
 impl Checker<'_> {
-    /// Evaluates a definition once; a definition that reaches itself is a cycle.
+    /// The value of a definition, evaluated once; a definition that reaches itself is a
+    /// cycle.
     pub(super) fn ensure_def(&mut self, id: DefId) -> Val {
+        if let Some(cycle) = self.visit_def(id) {
+            return cycle;
+        }
+        self.defs[id.0]
+            .value
+            .clone()
+            .unwrap_or_else(|| Val::invalid(self.defs[id.0].file, Span::default()))
+    }
+
+    /// Evaluates a definition unless it is done; `Some(invalid)` where it reaches itself.
+    pub(super) fn visit_def(&mut self, id: DefId) -> Option<Val> {
         match self.def_state[id.0] {
-            DefState::Done => {
-                return self.defs[id.0]
-                    .value
-                    .clone()
-                    .unwrap_or_else(|| Val::invalid(self.defs[id.0].file, Span::default()))
-            }
+            DefState::Done => return None,
             DefState::InProgress => {
                 let d = &self.defs[id.0];
                 let (file, name, span) = (d.file, d.name.clone(), d.name_span);
@@ -41,7 +48,7 @@ impl Checker<'_> {
                         span: span.into(),
                     },
                 );
-                return Val::invalid(file, span);
+                return Some(Val::invalid(file, span));
             }
             DefState::Unvisited => {}
         }
@@ -67,8 +74,8 @@ impl Checker<'_> {
         // A cycle may have marked this definition invalid meanwhile; keep the first verdict.
         self.def_stack.pop();
         self.def_state[id.0] = DefState::Done;
-        self.defs[id.0].value = Some(value.clone());
-        value
+        self.defs[id.0].value = Some(value);
+        None
     }
 
     /// Evaluates and checks against `ty`.
@@ -337,9 +344,7 @@ impl Checker<'_> {
         self.def_used[d.0] = true;
         if self.defs[d.0].kind == DefKind::Model {
             // Models are used by identity: evaluate (once) for its diagnostics, no copy.
-            if self.def_state[d.0] != DefState::Done {
-                self.ensure_def(d);
-            }
+            self.visit_def(d);
             return Val::new(
                 Value::Model(ModelRef::Def(d, self.defs[d.0].name.clone())),
                 cx.file,
@@ -924,70 +929,76 @@ impl Checker<'_> {
     /// Checks `v` against `ty`, converting where the language allows (an integer where a
     /// number is expected, one value where a list is expected).
     pub(super) fn conform(&mut self, cx: Cx, v: Val, ty: &Ty) -> Val {
-        if v.is_invalid() {
-            return v;
-        }
-        let ok = |value: Value| Val { value, ..v.clone() };
-        let converted: Option<Val> = match (ty, &v.value) {
-            (Ty::Int | Ty::Count, Value::Int(_)) => Some(v.clone()),
-            (Ty::Int | Ty::Count, Value::Frac(n, 1)) => Some(ok(Value::Int(*n))),
+        // The value moves through: a conforming value is returned as it is, not copied.
+        let Val {
+            value,
+            file,
+            span,
+            provenance,
+        } = v;
+        let with = |value: Value| Val {
+            value,
+            file,
+            span,
+            provenance,
+        };
+        let value = match (ty, value) {
+            (_, Value::Invalid) => return with(Value::Invalid),
+            (Ty::Int | Ty::Count, value @ Value::Int(_)) => return with(value),
+            (Ty::Int | Ty::Count, Value::Frac(n, 1)) => return with(Value::Int(n)),
             (Ty::Int | Ty::Count, Value::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e18 => {
-                Some(ok(Value::Int(*f as i64)))
+                return with(Value::Int(f as i64))
             }
-            (Ty::Float | Ty::Fraction, Value::Int(_) | Value::Float(_) | Value::Frac(..)) => {
-                Some(v.clone())
-            }
-            (Ty::Str | Ty::Path, Value::Str(_)) => Some(v.clone()),
-            (Ty::Bool, Value::Bool(_)) => Some(v.clone()),
-            (Ty::Record, Value::Record(_)) => Some(v.clone()),
+            (
+                Ty::Float | Ty::Fraction,
+                value @ (Value::Int(_) | Value::Float(_) | Value::Frac(..)),
+            ) => return with(value),
+            (Ty::Str | Ty::Path, value @ Value::Str(_)) => return with(value),
+            (Ty::Bool, value @ Value::Bool(_)) => return with(value),
+            (Ty::Record, value @ Value::Record(_)) => return with(value),
             (Ty::List(t), Value::List(items)) => {
-                let items = items.clone();
                 let out = items.into_iter().map(|i| self.conform(cx, i, t)).collect();
-                Some(ok(Value::List(out)))
+                return with(Value::List(out));
             }
             (Ty::Tuple(ts), Value::Tuple(items)) if ts.len() == items.len() => {
-                let items = items.clone();
                 let out = items
                     .into_iter()
                     .zip(ts.iter())
                     .map(|(i, t)| self.conform(cx, i, t))
                     .collect();
-                Some(ok(Value::Tuple(out)))
+                return with(Value::Tuple(out));
             }
-            (Ty::Of(Kind::Loss), Value::Loss(_)) => Some(v.clone()),
+            (Ty::Of(Kind::Loss), value @ Value::Loss(_)) => return with(value),
             (Ty::Of(Kind::Loss), Value::Call(c)) if c.ctor.kind == Kind::Loss => {
-                Some(ok(Value::Loss(vec![LossTerm {
+                return with(Value::Loss(vec![LossTerm {
                     weight: 1.0,
-                    term: (**c).clone(),
-                    file: v.file,
-                    span: v.span,
-                }])))
+                    term: *c,
+                    file,
+                    span,
+                }]))
             }
-            (Ty::Of(k), Value::Call(c)) if c.ctor.kind == *k => Some(v.clone()),
-            (Ty::Of(Kind::Model), Value::Model(_)) => Some(v.clone()),
-            (Ty::Of(Kind::Data), Value::StageData { .. }) => Some(v.clone()),
-            (Ty::ModelName | Ty::ModelOrStage, Value::Model(_)) => Some(v.clone()),
-            (Ty::ModelOrStage | Ty::Stage, Value::Stage(_)) => Some(v.clone()),
-            (Ty::Tap, Value::Tap(_)) => Some(v.clone()),
-            (Ty::TeacherTap, Value::Teacher(_)) => Some(v.clone()),
-            (Ty::TeacherTap, Value::Tap(t)) if t.frozen => Some(v.clone()),
-            (Ty::TeacherTap, Value::Call(c)) if c.ctor.kind == Kind::Teacher => Some(v.clone()),
-            _ => None,
+            (Ty::Of(k), Value::Call(c)) if c.ctor.kind == *k => return with(Value::Call(c)),
+            (Ty::Of(Kind::Model), value @ Value::Model(_)) => return with(value),
+            (Ty::Of(Kind::Data), value @ Value::StageData { .. }) => return with(value),
+            (Ty::ModelName | Ty::ModelOrStage, value @ Value::Model(_)) => return with(value),
+            (Ty::ModelOrStage | Ty::Stage, value @ Value::Stage(_)) => return with(value),
+            (Ty::Tap, value @ Value::Tap(_)) => return with(value),
+            (Ty::TeacherTap, value @ Value::Teacher(_)) => return with(value),
+            (Ty::TeacherTap, Value::Tap(t)) if t.frozen => return with(Value::Tap(t)),
+            (Ty::TeacherTap, Value::Call(c)) if c.ctor.kind == Kind::Teacher => {
+                return with(Value::Call(c))
+            }
+            (_, value) => value,
         };
-        if let Some(c) = converted {
-            return c;
-        }
+        let v = with(value);
         // One value where a list is expected: a list of one.
         if let Ty::List(t) = ty {
             if !matches!(v.value, Value::List(_)) {
-                let one = self.conform(cx, v.clone(), t);
+                let one = self.conform(cx, v, t);
                 if one.is_invalid() {
                     return one;
                 }
-                return Val {
-                    value: Value::List(vec![one]),
-                    ..v
-                };
+                return with(Value::List(vec![one]));
             }
         }
         let help = mismatch_help(ty, &v.value);

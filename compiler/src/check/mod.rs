@@ -9,7 +9,8 @@ mod stage;
 pub mod suggest;
 pub mod value;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::diagnostic::{Error, Problems};
 use crate::graph::StageGraph;
@@ -17,6 +18,57 @@ use crate::resolve::Loaded;
 use crate::source::{FileId, Span};
 use crate::syntax::ast::{self, DefKind, Item};
 pub use value::*;
+
+/// The checker's maps, keyed by names it looks up at every use: a fast non-cryptographic
+/// hash (the multiply-rotate hash of rustc's FxHasher) instead of SipHash. Nothing depends
+/// on iteration order (SipHash's is random per run).
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.add(u64::from_le_bytes(word));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
 
 /// A definition and its evaluated value.
 #[derive(Debug, Clone)]
@@ -172,7 +224,7 @@ struct Cx<'t> {
     file: FileId,
     /// The stage being checked (index into `stage_syn`), for DAG edges.
     stage: Option<usize>,
-    teachers: Option<&'t HashMap<String, Val>>,
+    teachers: Option<&'t FastMap<String, Val>>,
 }
 
 pub(crate) struct Checker<'a> {
@@ -184,12 +236,12 @@ pub(crate) struct Checker<'a> {
     def_used: Vec<bool>,
     /// Definitions being evaluated, innermost last: the path of a definition cycle.
     def_stack: Vec<DefId>,
-    scopes: HashMap<FileId, HashMap<String, Entry>>,
+    scopes: FastMap<FileId, FastMap<String, Entry>>,
     imports: Vec<ImportInfo>,
-    prelude: HashMap<String, DefId>,
+    prelude: FastMap<String, DefId>,
     stage_syn: Vec<StageSyn>,
     /// Stage name -> index in `stage_syn`.
-    stage_index: HashMap<String, usize>,
+    stage_index: FastMap<String, usize>,
     /// (from stage, to stage, span in the root file): `from` refers to `to`.
     edges: Vec<(usize, usize, Span)>,
     /// `--set` overrides, and whether each found its target.
@@ -253,11 +305,11 @@ impl<'a> Checker<'a> {
             def_state: Vec::new(),
             def_used: Vec::new(),
             def_stack: Vec::new(),
-            scopes: HashMap::new(),
+            scopes: FastMap::default(),
             imports: Vec::new(),
-            prelude: HashMap::new(),
+            prelude: FastMap::default(),
             stage_syn: Vec::new(),
-            stage_index: HashMap::new(),
+            stage_index: FastMap::default(),
             edges: Vec::new(),
             overrides: Vec::new(),
             override_done: Vec::new(),
@@ -275,8 +327,8 @@ impl<'a> Checker<'a> {
         // Definitions first, so that imports can find them in any module order.
         for module in &loaded.modules {
             let Some(ast) = &module.ast else { continue };
-            let mut scope: HashMap<String, Entry> = HashMap::new();
-            let mut first: HashMap<String, Span> = HashMap::new();
+            let mut scope: FastMap<String, Entry> = FastMap::default();
+            let mut first: FastMap<String, Span> = FastMap::default();
             for item in &ast.items {
                 let (name, span) = match item {
                     Item::Def(d) => (&d.name.name, d.name.span),
@@ -445,7 +497,7 @@ impl<'a> Checker<'a> {
 
     fn evaluate_defs(&mut self) {
         for i in 0..self.defs.len() {
-            self.ensure_def(DefId(i));
+            self.visit_def(DefId(i));
         }
     }
 

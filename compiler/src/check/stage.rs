@@ -3,14 +3,14 @@
 //! (resolution vs patch, taps, mask fraction x batch, devices and accumulation, frame
 //! pooling, losses and the models they need, teacher dimensions, warnings).
 
-use std::collections::{HashMap, HashSet};
-
 use pexc_stdlib::{stage_field, Tag, Ty, STAGE_FIELDS, UNITS};
 
 use super::eval::show_number;
 use super::suggest;
 use super::value::*;
-use super::{Binding, CheckedPhase, CheckedStage, Checker, Cx, FieldVal, Produced};
+use super::{
+    Binding, CheckedPhase, CheckedStage, Checker, Cx, FastMap, FastSet, FieldVal, Produced,
+};
 use crate::diagnostic::Error;
 use crate::source::Span;
 use crate::syntax::ast::{self, Item, StageItem};
@@ -33,7 +33,7 @@ impl Checker<'_> {
             );
         }
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = FastSet::default();
         for item in &ast.items {
             if let Item::Stage(s) = item {
                 // A duplicate stage was reported when scopes were built.
@@ -50,9 +50,9 @@ impl Checker<'_> {
     fn check_stage(&mut self, idx: usize, s: &ast::Stage) -> CheckedStage {
         let file = self.loaded.root;
         // Teachers first: fields and losses refer to them.
-        let mut teachers: HashMap<String, Val> = HashMap::new();
+        let mut teachers: FastMap<String, Val> = FastMap::default();
         let mut teacher_list: Vec<Binding> = Vec::new();
-        let mut names_seen: HashMap<String, Span> = HashMap::new();
+        let mut names_seen: FastMap<String, Span> = FastMap::default();
         let no_teachers = Cx {
             file,
             stage: Some(idx),
@@ -101,7 +101,7 @@ impl Checker<'_> {
             })
             .collect();
         fields.extend(self.check_block(cx, &stage_fields, false, &teacher_list));
-        let mut phase_names: HashMap<String, Span> = HashMap::new();
+        let mut phase_names: FastMap<String, Span> = FastMap::default();
         for item in &s.items {
             match item {
                 StageItem::Phase(p) => {
@@ -255,13 +255,13 @@ impl Checker<'_> {
 
     /// A teacher listed among the trained models is an error of its own.
     fn reject_teachers(&mut self, cx: Cx, v: Val, teachers: &[Binding]) -> Val {
-        let items = match &v.value {
-            Value::List(items) => items.clone(),
-            Value::Teacher(_) => vec![v.clone()],
+        let items: &[Val] = match &v.value {
+            Value::List(items) => items,
+            Value::Teacher(_) => std::slice::from_ref(&v),
             _ => return v,
         };
         let mut bad = false;
-        for item in &items {
+        for item in items {
             if let Value::Teacher(t) = &item.value {
                 let decl = teachers
                     .iter()
@@ -406,7 +406,7 @@ impl Checker<'_> {
             );
         }
 
-        let mut reported: HashSet<(usize, String)> = HashSet::new();
+        let mut reported: FastSet<(usize, String)> = FastSet::default();
         let mut previous_resolution: Option<(i64, (crate::source::FileId, Span))> = None;
         for p in &phases {
             // Resolution against every vision tower's patch size.

@@ -1,10 +1,7 @@
-//! pest pairs -> AST. One function per node kind; punctuation pairs are skipped.
-//! Naming: `parse_x` turns a pair of rule `x` into its node.
+//! pest's parse tree -> AST. The tree is flattened once into an array in preorder (one
+//! pass over pest's tokens); the builder then walks it by index, one function per node kind,
+//! punctuation skipped. Naming: `x` builds the node of rule `x` from its index.
 
-use std::sync::OnceLock;
-
-use pest::iterators::{Pair, Pairs};
-use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser;
 
 use super::ast::*;
@@ -27,49 +24,44 @@ pub const MAX_FILE_BYTES: usize = 64 << 20;
 /// literal problems found while building the AST (a number beyond 64 bits) come back in
 /// `Module` as `ExprKind::Overflow` for the checker.
 pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
-    if text.len() > MAX_FILE_BYTES {
-        return Err(Box::new(Error::FileTooLarge {
-            span: Span::new(0, 0).into(),
-            bytes: text.len(),
-            limit: MAX_FILE_BYTES,
-        }));
-    }
+    check_size(text)?;
     check_nesting(text)?;
-    let mut pairs =
+    let pairs =
         PexParser::parse(Rule::file, text).map_err(|e| Box::new(words::syntax_error(text, e)))?;
-    let file = pairs
-        .next()
-        .expect("the file rule always produces one pair");
-    check_pairs(&file, text)?;
+    let mut b = Builder::new(text, pairs);
     let mut items = Vec::new();
-    for pair in file.into_inner() {
-        match pair.as_rule() {
-            Rule::use_decl => items.push(Item::Use(parse_use(pair))),
-            Rule::let_decl => items.push(Item::Def(parse_def(pair, DefKind::Let, text))),
-            Rule::model_decl => items.push(Item::Def(parse_def(pair, DefKind::Model, text))),
-            Rule::data_decl => items.push(Item::Def(parse_def(pair, DefKind::Data, text))),
-            Rule::stage_decl => items.push(Item::Stage(parse_stage(pair, text))),
+    let mut kids = b.kids(0);
+    while let Some(k) = b.next(&mut kids) {
+        match b.rule(k) {
+            Rule::use_decl => items.push(Item::Use(b.use_decl(k))),
+            Rule::let_decl => items.push(Item::Def(b.def(k, DefKind::Let))),
+            Rule::model_decl => items.push(Item::Def(b.def(k, DefKind::Model))),
+            Rule::data_decl => items.push(Item::Def(b.def(k, DefKind::Data))),
+            Rule::stage_decl => items.push(Item::Stage(b.stage(k))),
             _ => {} // EOI
         }
     }
+    b.finish()?;
     Ok(Module { items })
 }
 
 /// Parses a lone expression (the value of a `--set` override), with the same checks as a
 /// file.
 pub fn parse_expression(text: &str) -> Result<Expr, Box<Error>> {
+    check_size(text)?;
     check_nesting(text)?;
-    let mut pairs = PexParser::parse(Rule::expr_only, text)
+    let pairs = PexParser::parse(Rule::expr_only, text)
         .map_err(|e| Box::new(words::syntax_error(text, e)))?;
-    let whole = pairs
-        .next()
-        .expect("the expr_only rule always produces one pair");
-    check_pairs(&whole, text)?;
-    let expr = whole
-        .into_inner()
-        .find(|p| p.as_rule() == Rule::expr)
-        .expect("expr_only holds an expression");
-    Ok(parse_expr(expr))
+    let mut b = Builder::new(text, pairs);
+    let mut kids = b.kids(0);
+    let mut expr = None;
+    while let Some(k) = b.next(&mut kids) {
+        if b.rule(k) == Rule::expr {
+            expr = Some(b.expr(k));
+        }
+    }
+    b.finish()?;
+    Ok(expr.expect("expr_only holds an expression"))
 }
 
 /// Operators in one expression beyond this are refused: a chain of operators nests as deep
@@ -95,57 +87,14 @@ pub fn is_keyword(word: &str) -> bool {
     )
 }
 
-/// What the grammar leaves to a pass over the parsed tokens: keywords used as names, and
-/// expressions with more than `MAX_OPERATORS` infix, prefix or postfix operators. One pass
-/// over pest's token queue, iterative, allocating only a stack of open rules.
-fn check_pairs(file: &Pair<Rule>, text: &str) -> Result<(), Box<Error>> {
-    use pest::Token;
-    // Open rules: (rule, start, operators seen directly inside it).
-    let mut open: Vec<(Rule, usize, usize)> = Vec::new();
-    for token in file.clone().tokens() {
-        match token {
-            Token::Start { rule, pos } => {
-                let start = pos.pos();
-                if let Some(parent) = open.last_mut() {
-                    let is_op = matches!(
-                        rule,
-                        Rule::add
-                            | Rule::sub
-                            | Rule::mul
-                            | Rule::div
-                            | Rule::neg
-                            | Rule::member
-                            | Rule::with_update
-                    );
-                    if parent.0 == Rule::expr && is_op {
-                        parent.2 += 1;
-                        if parent.2 > MAX_OPERATORS {
-                            return Err(Box::new(Error::TooManyOperators {
-                                limit: MAX_OPERATORS,
-                                span: Span::new(start, start + 1).into(),
-                            }));
-                        }
-                    }
-                }
-                open.push((rule, start, 0));
-            }
-            Token::End { rule, pos } => {
-                let Some((_, start, _)) = open.pop() else {
-                    continue;
-                };
-                if rule == Rule::ident {
-                    let word = &text[start..pos.pos()];
-                    if is_keyword(word) {
-                        return Err(Box::new(Error::Syntax {
-                            message: format!("expected a name, found `{word}`"),
-                            label: "expected a name".into(),
-                            span: Span::new(start, pos.pos()).into(),
-                            help: Some(format!("`{word}` is a keyword; choose another name")),
-                        }));
-                    }
-                }
-            }
-        }
+/// Refuses text longer than `MAX_FILE_BYTES`.
+fn check_size(text: &str) -> Result<(), Box<Error>> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(Box::new(Error::FileTooLarge {
+            span: Span::new(0, 0).into(),
+            bytes: text.len(),
+            limit: MAX_FILE_BYTES,
+        }));
     }
     Ok(())
 }
@@ -156,11 +105,15 @@ fn check_nesting(text: &str) -> Result<(), Box<Error>> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
+        // Most bytes are none of `/ " ( [ { ) ] }`: skip them in a tight loop.
+        while i < bytes.len() && !SPECIAL[usize::from(bytes[i])] {
+            i += 1;
+        }
+        let Some(&byte) = bytes.get(i) else { break };
+        match byte {
             b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
+                i += memchr_newline(&bytes[i..]);
+                continue;
             }
             b'"' => {
                 i += 1;
@@ -188,20 +141,24 @@ fn check_nesting(text: &str) -> Result<(), Box<Error>> {
     Ok(())
 }
 
-fn span(pair: &Pair<Rule>) -> Span {
-    pair.as_span().into()
-}
-
-fn ident(pair: Pair<Rule>) -> Ident {
-    Ident {
-        name: pair.as_str().to_string(),
-        span: span(&pair),
+/// The bytes that `check_nesting` looks at.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut k = 0;
+    let special = b"/\"([{)]}";
+    while k < special.len() {
+        t[special[k] as usize] = true;
+        k += 1;
     }
-}
+    t
+};
 
-/// The meaningful children of a pair: punctuation and keywords dropped.
-fn inner(pair: Pair<Rule>) -> impl Iterator<Item = Pair<Rule>> {
-    pair.into_inner().filter(|p| !is_token(p.as_rule()))
+/// The offset of the first `\n` in `bytes`, or its length.
+fn memchr_newline(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len())
 }
 
 fn is_token(rule: Rule) -> bool {
@@ -254,250 +211,521 @@ fn doc_above(text: &str, start: usize) -> Option<String> {
     Some(lines.join("\n"))
 }
 
-fn parse_use(pair: Pair<Rule>) -> Use {
-    let whole = span(&pair);
-    let mut children = inner(pair);
-    let path = children.next().expect("use has a module path");
-    let source_span = span(&path);
-    let source_pair = path.into_inner().next().expect("module path has one child");
-    let source = match source_pair.as_rule() {
-        Rule::string => ModuleSource::File(unescape(source_pair.as_str())),
-        _ => ModuleSource::Std(
-            inner(source_pair)
-                .map(|p| p.as_str().to_string())
-                .collect::<Vec<_>>()
-                .join("::"),
-        ),
-    };
-    let imports = children
-        .map(|imp| {
-            let mut names = inner(imp).map(ident);
-            let name = names.next().expect("import has a name");
-            Import {
-                name,
-                alias: names.next(),
-            }
-        })
-        .collect();
-    Use {
-        source,
-        source_span,
-        imports,
-        span: whole,
+/// One node of pest's parse tree: its rule, its span, and the index just past its subtree
+/// (its next sibling, when it has one). 32-bit offsets (files are at most
+/// `MAX_FILE_BYTES`): a large file's tree is half the memory to write and read.
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    rule: Rule,
+    start: u32,
+    end: u32,
+    next: u32,
+}
+
+impl Node {
+    fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    fn end(&self) -> usize {
+        self.end as usize
+    }
+
+    fn next(&self) -> usize {
+        self.next as usize
     }
 }
 
-fn parse_def(pair: Pair<Rule>, kind: DefKind, text: &str) -> Def {
-    let whole = span(&pair);
-    let mut children = inner(pair);
-    let name = ident(children.next().expect("definition has a name"));
-    let value = parse_expr(children.next().expect("definition has a value"));
-    Def {
-        kind,
-        name,
-        value,
-        doc: doc_above(text, whole.start),
-        span: whole,
-    }
+/// An offset or index that `MAX_FILE_BYTES` keeps within 32 bits.
+fn small(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn parse_stage(pair: Pair<Rule>, text: &str) -> Stage {
-    let whole = span(&pair);
-    let mut children = inner(pair);
-    let name = ident(children.next().expect("stage has a name"));
-    let items = children
-        .map(|item| match item.as_rule() {
-            Rule::phase_decl => {
-                let s = span(&item);
-                let mut parts = inner(item);
-                let name = ident(parts.next().expect("phase has a name"));
-                StageItem::Phase(Phase {
-                    name,
-                    fields: parts.map(parse_field).collect(),
-                    span: s,
-                })
-            }
-            Rule::teacher_decl => StageItem::Teacher(parse_binding(item)),
-            Rule::export_decl => StageItem::Export(parse_binding(item)),
-            _ => StageItem::Field(parse_field(item)),
-        })
-        .collect();
-    Stage {
-        name,
-        items,
-        doc: doc_above(text, whole.start),
-        span: whole,
-    }
+/// The children of a node still to visit.
+#[derive(Clone, Copy)]
+struct Kids {
+    at: usize,
+    end: usize,
 }
 
-fn parse_binding(pair: Pair<Rule>) -> Binding {
-    let s = span(&pair);
-    let mut parts = inner(pair);
-    let name = ident(parts.next().expect("binding has a name"));
-    let value = parse_expr(parts.next().expect("binding has a value"));
-    Binding {
-        name,
-        value,
-        span: s,
-    }
+/// The AST builder over the flattened tree. What the grammar leaves to it: keywords used as
+/// names, and expressions with more than `MAX_OPERATORS` infix, prefix or postfix operators;
+/// the first such problem in the file (by position) is the error.
+struct Builder<'t> {
+    text: &'t str,
+    nodes: Vec<Node>,
+    error: Option<(usize, Box<Error>)>,
 }
 
-fn parse_field(pair: Pair<Rule>) -> Field {
-    let mut parts = inner(pair);
-    let name = ident(parts.next().expect("field has a name"));
-    let value = parse_expr(parts.next().expect("field has a value"));
-    Field {
-        span: name.span.to(value.span),
-        name,
-        value,
-    }
-}
+/// A placeholder for an expression that is refused (the builder's result is then dropped).
+const REFUSED: Expr = Expr {
+    kind: ExprKind::Overflow,
+    span: Span { start: 0, end: 0 },
+};
 
-fn pratt() -> &'static PrattParser<Rule> {
-    static PRATT: OnceLock<PrattParser<Rule>> = OnceLock::new();
-    PRATT.get_or_init(|| {
-        PrattParser::new()
-            .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
-            .op(Op::infix(Rule::mul, Assoc::Left) | Op::infix(Rule::div, Assoc::Left))
-            .op(Op::prefix(Rule::neg))
-            .op(Op::postfix(Rule::member) | Op::postfix(Rule::with_update))
-    })
-}
-
-fn parse_expr(pair: Pair<Rule>) -> Expr {
-    parse_expr_pairs(pair.into_inner())
-}
-
-fn parse_expr_pairs(pairs: Pairs<Rule>) -> Expr {
-    pratt()
-        .map_primary(parse_primary)
-        .map_prefix(|op, rhs| Expr {
-            span: span(&op).to(rhs.span),
-            kind: ExprKind::Neg(Box::new(rhs)),
-        })
-        .map_postfix(parse_postfix)
-        .map_infix(|lhs, op, rhs| {
-            let op = match op.as_rule() {
-                Rule::add => BinOp::Add,
-                Rule::sub => BinOp::Sub,
-                Rule::mul => BinOp::Mul,
-                _ => BinOp::Div,
-            };
-            Expr {
-                span: lhs.span.to(rhs.span),
-                kind: ExprKind::Binary {
-                    op,
-                    lhs: Box::new(lhs),
-                    rhs: Box::new(rhs),
-                },
-            }
-        })
-        .parse(pairs)
-}
-
-/// `.name`, `.name(args)` or `with { .. }` applied to `base`.
-fn parse_postfix(base: Expr, op: Pair<Rule>) -> Expr {
-    let whole = base.span.to(span(&op));
-    let kind = match op.as_rule() {
-        Rule::member => {
-            let mut m = inner(op);
-            let name = ident(m.next().expect("member has a name"));
-            let args = m.next().map(parse_args);
-            ExprKind::Member {
-                base: Box::new(base),
-                name,
-                args,
-            }
-        }
-        _ => {
-            let record = inner(op).next().expect("with has a record");
-            ExprKind::With {
-                base: Box::new(base),
-                fields: parse_record_fields(record),
-            }
-        }
-    };
-    Expr { span: whole, kind }
-}
-
-fn parse_primary(pair: Pair<Rule>) -> Expr {
-    let mut s = span(&pair);
-    let kind = match pair.as_rule() {
-        Rule::number => parse_number(pair.as_str()),
-        Rule::string => ExprKind::Str(unescape(pair.as_str())),
-        Rule::boolean => ExprKind::Bool(pair.as_str() == "true"),
-        Rule::name_or_call => {
-            let mut parts = inner(pair);
-            let callee = ident(parts.next().expect("a name"));
-            match parts.next() {
-                Some(args) => ExprKind::Call {
-                    callee,
-                    args: parse_args(args),
-                },
-                None => {
-                    // The pair also holds the whitespace skipped while looking for `(`.
-                    s = callee.span;
-                    ExprKind::Name(callee.name)
+impl<'t> Builder<'t> {
+    fn new(text: &'t str, pairs: pest::iterators::Pairs<'t, Rule>) -> Self {
+        use pest::Token;
+        let tokens = pairs.tokens();
+        let mut nodes = Vec::with_capacity(tokens.len() / 2);
+        let mut open: Vec<usize> = Vec::new();
+        for token in tokens {
+            match token {
+                Token::Start { rule, pos } => {
+                    open.push(nodes.len());
+                    nodes.push(Node {
+                        rule,
+                        start: small(pos.pos()),
+                        end: small(pos.pos()),
+                        next: 0,
+                    });
+                }
+                Token::End { pos, .. } => {
+                    if let Some(i) = open.pop() {
+                        let next = nodes.len();
+                        let node = &mut nodes[i];
+                        node.end = small(pos.pos());
+                        node.next = small(next);
+                    }
                 }
             }
         }
-        Rule::list => ExprKind::List(inner(pair).map(parse_expr).collect()),
-        Rule::tuple_or_paren => {
-            let has_comma = pair
-                .clone()
-                .into_inner()
-                .any(|p| p.as_rule() == Rule::comma);
-            let mut items: Vec<Expr> = inner(pair).map(parse_expr).collect();
-            if items.len() == 1 && !has_comma {
-                ExprKind::Paren(Box::new(items.remove(0)))
-            } else {
-                ExprKind::Tuple(items)
+        Builder {
+            text,
+            nodes,
+            error: None,
+        }
+    }
+
+    fn finish(self) -> Result<(), Box<Error>> {
+        match self.error {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps the first problem of the file.
+    fn refuse(&mut self, pos: usize, e: Error) {
+        if self.error.as_ref().is_none_or(|(p, _)| pos < *p) {
+            self.error = Some((pos, Box::new(e)));
+        }
+    }
+
+    fn rule(&self, k: usize) -> Rule {
+        self.nodes[k].rule
+    }
+
+    fn span(&self, k: usize) -> Span {
+        Span::new(self.nodes[k].start(), self.nodes[k].end())
+    }
+
+    fn str(&self, k: usize) -> &'t str {
+        &self.text[self.nodes[k].start()..self.nodes[k].end()]
+    }
+
+    /// The children of `k`; `next` skips punctuation and keywords.
+    fn kids(&self, k: usize) -> Kids {
+        Kids {
+            at: k + 1,
+            end: self.nodes.get(k).map_or(k + 1, Node::next),
+        }
+    }
+
+    fn next(&self, kids: &mut Kids) -> Option<usize> {
+        while kids.at < kids.end {
+            let i = kids.at;
+            kids.at = self.nodes[i].next().max(i + 1);
+            if !is_token(self.nodes[i].rule) {
+                return Some(i);
             }
         }
-        _ => ExprKind::Record(parse_record_fields(pair)),
-    };
-    Expr { kind, span: s }
-}
+        None
+    }
 
-fn parse_args(pair: Pair<Rule>) -> Vec<Arg> {
-    inner(pair)
-        .map(|a| {
-            let s = span(&a);
-            match a.as_rule() {
+    fn peek(&self, kids: &Kids) -> Option<usize> {
+        let mut copy = *kids;
+        self.next(&mut copy)
+    }
+
+    /// The next meaningful child, which the grammar guarantees.
+    fn child(&self, kids: &mut Kids, what: &str) -> usize {
+        self.next(kids)
+            .unwrap_or_else(|| panic!("the grammar guarantees {what}"))
+    }
+
+    /// A name: `ident`, `field_name` or `callee`. Keywords are refused where they would name
+    /// something (`ident`).
+    fn ident(&mut self, k: usize) -> Ident {
+        let word = self.str(k);
+        if self.rule(k) == Rule::ident && is_keyword(word) {
+            self.refuse_keyword(k);
+        }
+        Ident {
+            name: word.to_string(),
+            span: self.span(k),
+        }
+    }
+
+    fn refuse_keyword(&mut self, k: usize) {
+        let word = self.str(k);
+        let span = self.span(k);
+        self.refuse(
+            span.start,
+            Error::Syntax {
+                message: format!("expected a name, found `{word}`"),
+                label: "expected a name".into(),
+                span: span.into(),
+                help: Some(format!("`{word}` is a keyword; choose another name")),
+            },
+        );
+    }
+
+    fn use_decl(&mut self, k: usize) -> Use {
+        let whole = self.span(k);
+        let mut kids = self.kids(k);
+        let path = self.child(&mut kids, "a module path");
+        let source_span = self.span(path);
+        let mut inner = self.kids(path);
+        let source_node = self.child(&mut inner, "a module");
+        let source = match self.rule(source_node) {
+            Rule::string => ModuleSource::File(unescape(self.str(source_node))),
+            _ => {
+                let mut parts: Vec<&str> = Vec::new();
+                let mut names = self.kids(source_node);
+                while let Some(n) = self.next(&mut names) {
+                    if is_keyword(self.str(n)) {
+                        self.refuse_keyword(n);
+                    }
+                    parts.push(self.str(n));
+                }
+                ModuleSource::Std(parts.join("::"))
+            }
+        };
+        let mut imports = Vec::new();
+        while let Some(imp) = self.next(&mut kids) {
+            let mut names = self.kids(imp);
+            let n = self.child(&mut names, "an imported name");
+            let name = self.ident(n);
+            let alias = self.next(&mut names).map(|a| self.ident(a));
+            imports.push(Import { name, alias });
+        }
+        Use {
+            source,
+            source_span,
+            imports,
+            span: whole,
+        }
+    }
+
+    fn def(&mut self, k: usize, kind: DefKind) -> Def {
+        let whole = self.span(k);
+        let mut kids = self.kids(k);
+        let n = self.child(&mut kids, "a name");
+        let name = self.ident(n);
+        let v = self.child(&mut kids, "a value");
+        let value = self.expr(v);
+        Def {
+            kind,
+            name,
+            value,
+            doc: doc_above(self.text, whole.start),
+            span: whole,
+        }
+    }
+
+    fn stage(&mut self, k: usize) -> Stage {
+        let whole = self.span(k);
+        let mut kids = self.kids(k);
+        let n = self.child(&mut kids, "a stage name");
+        let name = self.ident(n);
+        let mut items = Vec::new();
+        while let Some(item) = self.next(&mut kids) {
+            let item = match self.rule(item) {
+                Rule::phase_decl => {
+                    let s = self.span(item);
+                    let mut parts = self.kids(item);
+                    let n = self.child(&mut parts, "a phase name");
+                    let name = self.ident(n);
+                    let mut fields = Vec::new();
+                    while let Some(f) = self.next(&mut parts) {
+                        fields.push(self.field(f));
+                    }
+                    StageItem::Phase(Phase {
+                        name,
+                        fields,
+                        span: s,
+                    })
+                }
+                Rule::teacher_decl => StageItem::Teacher(self.binding(item)),
+                Rule::export_decl => StageItem::Export(self.binding(item)),
+                _ => StageItem::Field(self.field(item)),
+            };
+            items.push(item);
+        }
+        Stage {
+            name,
+            items,
+            doc: doc_above(self.text, whole.start),
+            span: whole,
+        }
+    }
+
+    fn binding(&mut self, k: usize) -> Binding {
+        let s = self.span(k);
+        let mut parts = self.kids(k);
+        let n = self.child(&mut parts, "a name");
+        let name = self.ident(n);
+        let v = self.child(&mut parts, "a value");
+        let value = self.expr(v);
+        Binding {
+            name,
+            value,
+            span: s,
+        }
+    }
+
+    fn field(&mut self, k: usize) -> Field {
+        let mut parts = self.kids(k);
+        let n = self.child(&mut parts, "a field name");
+        let name = self.ident(n);
+        let v = self.child(&mut parts, "a field value");
+        let value = self.expr(v);
+        Field {
+            span: name.span.to(value.span),
+            name,
+            value,
+        }
+    }
+
+    /// An expression: its children are one flat sequence of operands (prefix operators, a
+    /// primary, postfix operators) joined by infix operators. Postfix binds tightest, then
+    /// `-`, then `*` `/`, then `+` `-`, all left-associative.
+    fn expr(&mut self, k: usize) -> Expr {
+        let mut kids = self.kids(k);
+        let mut ops = 0usize;
+        let mut sum = match self.product(&mut kids, &mut ops) {
+            Some(e) => e,
+            None => return REFUSED,
+        };
+        while let Some(op) = self.peek(&kids) {
+            let op_kind = match self.rule(op) {
+                Rule::add => BinOp::Add,
+                Rule::sub => BinOp::Sub,
+                _ => break,
+            };
+            self.next(&mut kids);
+            if !self.count_op(op, &mut ops) {
+                return REFUSED;
+            }
+            let rhs = match self.product(&mut kids, &mut ops) {
+                Some(e) => e,
+                None => return REFUSED,
+            };
+            sum = binary(op_kind, sum, rhs);
+        }
+        sum
+    }
+
+    /// Counts one more operator of an expression; false (and the error) past the limit.
+    fn count_op(&mut self, op: usize, ops: &mut usize) -> bool {
+        *ops += 1;
+        if *ops > MAX_OPERATORS {
+            let start = self.nodes[op].start();
+            self.refuse(
+                start,
+                Error::TooManyOperators {
+                    limit: MAX_OPERATORS,
+                    span: Span::new(start, start + 1).into(),
+                },
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Operands joined by `*` and `/`; `None` past the operator limit.
+    fn product(&mut self, kids: &mut Kids, ops: &mut usize) -> Option<Expr> {
+        let mut acc = self.operand(kids, ops)?;
+        while let Some(op) = self.peek(kids) {
+            let op_kind = match self.rule(op) {
+                Rule::mul => BinOp::Mul,
+                Rule::div => BinOp::Div,
+                _ => break,
+            };
+            self.next(kids);
+            if !self.count_op(op, ops) {
+                return None;
+            }
+            let rhs = self.operand(kids, ops)?;
+            acc = binary(op_kind, acc, rhs);
+        }
+        Some(acc)
+    }
+
+    /// `-`* primary postfix*; `None` past the operator limit.
+    fn operand(&mut self, kids: &mut Kids, ops: &mut usize) -> Option<Expr> {
+        let mut negs: Vec<usize> = Vec::new();
+        let mut p = self.child(kids, "an operand");
+        while self.rule(p) == Rule::neg {
+            if !self.count_op(p, ops) {
+                return None;
+            }
+            negs.push(p);
+            p = self.child(kids, "an operand");
+        }
+        let mut e = self.primary(p);
+        while let Some(op) = self.peek(kids) {
+            if !matches!(self.rule(op), Rule::member | Rule::with_update) {
+                break;
+            }
+            self.next(kids);
+            if !self.count_op(op, ops) {
+                return None;
+            }
+            e = self.postfix(e, op);
+        }
+        for &neg in negs.iter().rev() {
+            e = Expr {
+                span: self.span(neg).to(e.span),
+                kind: ExprKind::Neg(Box::new(e)),
+            };
+        }
+        Some(e)
+    }
+
+    /// `.name`, `.name(args)` or `with { .. }` applied to `base`.
+    fn postfix(&mut self, base: Expr, op: usize) -> Expr {
+        let whole = base.span.to(self.span(op));
+        let mut m = self.kids(op);
+        let kind = match self.rule(op) {
+            Rule::member => {
+                let n = self.child(&mut m, "a member name");
+                let name = self.ident(n);
+                let args = self.next(&mut m).map(|a| self.args(a));
+                ExprKind::Member {
+                    base: Box::new(base),
+                    name,
+                    args,
+                }
+            }
+            _ => {
+                let record = self.child(&mut m, "a record");
+                ExprKind::With {
+                    base: Box::new(base),
+                    fields: self.record_fields(record),
+                }
+            }
+        };
+        Expr { span: whole, kind }
+    }
+
+    fn primary(&mut self, k: usize) -> Expr {
+        let mut s = self.span(k);
+        let kind = match self.rule(k) {
+            Rule::number => parse_number(self.str(k)),
+            Rule::string => ExprKind::Str(unescape(self.str(k))),
+            Rule::boolean => ExprKind::Bool(self.str(k) == "true"),
+            Rule::name_or_call => {
+                let mut parts = self.kids(k);
+                let c = self.child(&mut parts, "a name");
+                let callee = self.ident(c);
+                match self.next(&mut parts) {
+                    Some(args) => ExprKind::Call {
+                        callee,
+                        args: self.args(args),
+                    },
+                    None => {
+                        // The node also holds the whitespace skipped while looking for `(`.
+                        s = callee.span;
+                        ExprKind::Name(callee.name)
+                    }
+                }
+            }
+            Rule::list => ExprKind::List(self.exprs(k)),
+            Rule::tuple_or_paren => {
+                let mut all = self.kids(k);
+                let mut has_comma = false;
+                while all.at < all.end {
+                    has_comma |= self.nodes[all.at].rule == Rule::comma;
+                    all.at = self.nodes[all.at].next().max(all.at + 1);
+                }
+                let mut items = self.exprs(k);
+                if items.len() == 1 && !has_comma {
+                    ExprKind::Paren(Box::new(items.remove(0)))
+                } else {
+                    ExprKind::Tuple(items)
+                }
+            }
+            _ => ExprKind::Record(self.record_fields(k)),
+        };
+        Expr { kind, span: s }
+    }
+
+    /// The expressions among the children of `k`.
+    fn exprs(&mut self, k: usize) -> Vec<Expr> {
+        let mut kids = self.kids(k);
+        let mut out = Vec::new();
+        while let Some(e) = self.next(&mut kids) {
+            out.push(self.expr(e));
+        }
+        out
+    }
+
+    fn args(&mut self, k: usize) -> Vec<Arg> {
+        let mut kids = self.kids(k);
+        let mut out = Vec::new();
+        while let Some(a) = self.next(&mut kids) {
+            let s = self.span(a);
+            out.push(match self.rule(a) {
                 Rule::named_arg => {
-                    let mut parts = inner(a);
-                    let name = ident(parts.next().expect("named argument has a name"));
-                    let value = parse_expr(parts.next().expect("named argument has a value"));
+                    let mut parts = self.kids(a);
+                    let n = self.child(&mut parts, "an argument name");
+                    let name = self.ident(n);
+                    let v = self.child(&mut parts, "an argument value");
                     Arg {
                         name: Some(name),
-                        value,
+                        value: self.expr(v),
                         span: s,
                     }
                 }
                 _ => Arg {
                     name: None,
-                    value: parse_expr(a),
+                    value: self.expr(a),
                     span: s,
                 },
-            }
-        })
-        .collect()
+            });
+        }
+        out
+    }
+
+    fn record_fields(&mut self, k: usize) -> Vec<RecordField> {
+        let mut kids = self.kids(k);
+        let mut out = Vec::new();
+        while let Some(f) = self.next(&mut kids) {
+            let s = self.span(f);
+            let mut parts = self.kids(f);
+            let n = self.child(&mut parts, "a field name");
+            let name = self.ident(n);
+            let v = self.child(&mut parts, "a field value");
+            out.push(RecordField {
+                name,
+                value: self.expr(v),
+                span: s,
+            });
+        }
+        out
+    }
 }
 
-fn parse_record_fields(pair: Pair<Rule>) -> Vec<RecordField> {
-    inner(pair)
-        .map(|f| {
-            let s = span(&f);
-            let mut parts = inner(f);
-            let name = ident(parts.next().expect("record field has a name"));
-            let value = parse_expr(parts.next().expect("record field has a value"));
-            RecordField {
-                name,
-                value,
-                span: s,
-            }
-        })
-        .collect()
+fn binary(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
+    Expr {
+        span: lhs.span.to(rhs.span),
+        kind: ExprKind::Binary {
+            op,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        },
+    }
 }
 
 /// `"a\"b"` -> `a"b`
@@ -522,8 +750,57 @@ fn unescape(quoted: &str) -> String {
     out
 }
 
+/// The common numbers without allocating: digits with an optional suffix (`64`, `24K`,
+/// `64Ki`), and decimals without a suffix (`0.5`, `2e-3`). `None`: the general path.
+fn parse_plain_number(token: &str) -> Option<ExprKind> {
+    let bytes = token.as_bytes();
+    if bytes.contains(&b'_') {
+        return None;
+    }
+    let (body, multiplier): (&[u8], i128) = match bytes {
+        [b @ .., b'K', b'i'] => (b, 1 << 10),
+        [b @ .., b'M', b'i'] => (b, 1 << 20),
+        [b @ .., b'G', b'i'] => (b, 1 << 30),
+        [b @ .., b'K'] => (b, 1_000),
+        [b @ .., b'M'] => (b, 1_000_000),
+        [b @ .., b'B'] => (b, 1_000_000_000),
+        [b @ .., b'T'] => (b, 1_000_000_000_000),
+        b => (b, 1),
+    };
+    if body.is_empty() {
+        return None;
+    }
+    if body.iter().all(u8::is_ascii_digit) {
+        let mut value: i128 = 0;
+        for &d in body {
+            value = match value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(i128::from(d - b'0')))
+            {
+                Some(v) => v,
+                None => return Some(ExprKind::Overflow),
+            };
+        }
+        return Some(match value.checked_mul(multiplier).map(i64::try_from) {
+            Some(Ok(v)) => ExprKind::Int(v),
+            _ => ExprKind::Overflow,
+        });
+    }
+    if multiplier == 1 && body.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        // Decimal syntax without a suffix is a float, as in the general path.
+        let f: f64 = token.parse().unwrap_or(f64::INFINITY);
+        return Some(ExprKind::Float(f));
+    }
+    None
+}
+
 /// A number token to its value, exactly: `5.4B` is the integer 5_400_000_000.
 pub fn parse_number(token: &str) -> ExprKind {
+    parse_plain_number(token).unwrap_or_else(|| parse_any_number(token))
+}
+
+/// `parse_number` for every number token.
+fn parse_any_number(token: &str) -> ExprKind {
     let clean: String = token.chars().filter(|&c| c != '_').collect();
     let (body, multiplier): (&str, i128) = if let Some(b) = clean.strip_suffix("Ki") {
         (b, 1 << 10)
@@ -621,6 +898,36 @@ mod tests {
         assert_eq!(parse_number("1.0005K"), ExprKind::Float(1000.5));
         assert_eq!(parse_number("99999999999999999999"), ExprKind::Overflow);
         assert_eq!(parse_number("9223372036854775807"), ExprKind::Int(i64::MAX));
+    }
+
+    #[test]
+    fn the_fast_path_for_numbers_agrees_with_the_general_one() {
+        let mantissas = [
+            "0",
+            "7",
+            "64",
+            "1000",
+            "0.5",
+            "0.95",
+            "2.",
+            "12.25",
+            "9223372036854775807",
+            "9223372036854775808",
+            "99999999999999999999",
+            "170141183460469231731687303715884105728",
+        ];
+        let exponents = ["", "e3", "e-3", "E+2", "e400", "e-400"];
+        let suffixes = ["", "K", "M", "B", "T", "Ki", "Mi", "Gi"];
+        for m in mantissas {
+            for e in exponents {
+                for s in suffixes {
+                    let token = format!("{m}{e}{s}");
+                    if let Some(fast) = parse_plain_number(&token) {
+                        assert_eq!(fast, parse_any_number(&token), "{token}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
