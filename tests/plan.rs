@@ -139,7 +139,7 @@ fn explain_one_path_says_where_each_value_came_from() {
     );
     // A default of the catalogue, a `with` update, a preset and a `--set`.
     let o = pexc(&["explain", file, "student.ln_post"]);
-    assert!(stdout(&o).contains("default of `vit` (called at experiments/tiny/common.pex:20)"));
+    assert!(stdout(&o).contains("default of `vit` (called at experiments/tiny/common.pex:21)"));
     let o = pexc(&["explain", file, "student.width"]);
     assert!(stdout(&o).contains("`with` at experiments/tiny/pipeline.pex:48"));
     let o = pexc(&["explain", "experiments/pe/core_g14.pex", "vision.depth"]);
@@ -287,14 +287,14 @@ fn g14_memory_estimate_follows_its_parameter_count() {
 fn samples_become_steps_rounding_up_and_the_plan_says_so() {
     let plan = plan("experiments/tiny/core.pex", &["core.r32.samples=1000"]);
     let r32 = &stage(&plan, "core")["phases"][0];
-    assert_eq!(r32["steps"], 16);
+    assert_eq!(r32["steps"], 32);
     assert_eq!(r32["samples"], 1024);
     assert_eq!(
         r32["work"],
-        "1000 samples / batch 64, rounded up: 1024 samples"
+        "1000 samples / batch 32, rounded up: 1024 samples"
     );
     // The next phase starts where this one ends.
-    assert_eq!(stage(&plan, "core")["phases"][1]["first_step"], 16);
+    assert_eq!(stage(&plan, "core")["phases"][1]["first_step"], 32);
 }
 
 #[test]
@@ -374,7 +374,7 @@ fn set_overrides_change_the_plan_and_are_checked() {
     let models = &stage(&p, "core")["models"];
     assert_eq!(models[1]["name"], "text");
     assert_eq!(models[1]["config"]["args"]["mlp"], 512);
-    assert_eq!(models[0]["config"]["args"]["mlp"], 384);
+    assert_eq!(models[0]["config"]["args"]["mlp"], 256);
 }
 
 // ---------------------------------------------------------------- --set errors
