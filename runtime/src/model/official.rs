@@ -376,12 +376,21 @@ pub fn vision_shapes(c: &VitConfig) -> Vec<(String, Vec<usize>)> {
         v.push(("ln_post.bias".into(), vec![w]));
     }
     if let super::config::Pool::Attention { .. } = c.pool {
-        v.push(("attn_pool.probe".into(), vec![1, 1, w]));
-        for (k, s) in block_shapes("attn_pool.", w, 4 * w, false) {
-            let k = k.replace("attn_pool.ln_2.", "attn_pool.layernorm.");
-            if !k.starts_with("attn_pool.ln_1.") {
-                v.push((k, s));
-            }
+        // The probe, an attention, one LayerNorm (`layernorm`) and an MLP of 4 x width.
+        for (k, s) in [
+            ("probe", vec![1, 1, w]),
+            ("attn.in_proj_weight", vec![3 * w, w]),
+            ("attn.in_proj_bias", vec![3 * w]),
+            ("attn.out_proj.weight", vec![w, w]),
+            ("attn.out_proj.bias", vec![w]),
+            ("layernorm.weight", vec![w]),
+            ("layernorm.bias", vec![w]),
+            ("mlp.c_fc.weight", vec![4 * w, w]),
+            ("mlp.c_fc.bias", vec![4 * w]),
+            ("mlp.c_proj.weight", vec![w, 4 * w]),
+            ("mlp.c_proj.bias", vec![w]),
+        ] {
+            v.push((format!("attn_pool.{k}"), s));
         }
     }
     if let (Some(out), true) = (c.out, c.pool != super::config::Pool::None) {
