@@ -107,9 +107,10 @@ pub fn run_command(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
         );
         return 1;
     }
-    // Checkpoints named by `weights:` must exist and fit their models before any work.
+    // Checkpoints named by `weights:` must fit their models before any work (that they
+    // exist, `check_paths` has just said).
     let mut problems = pexc_compiler::Problems::default();
-    crate::weights::check_weights(&outcome, &mut problems, true);
+    crate::weights::check_weights(&outcome, &mut problems, false);
     if let Err(code) = crate::plan_cmd::report(&outcome, &problems, err) {
         return code;
     }

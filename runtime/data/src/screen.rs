@@ -278,6 +278,7 @@ mod tests {
     use crate::image_text::tests::{jpeg, png};
     use crate::image_text::ImageText;
     use crate::test_ctor;
+    use crate::webdataset::tests::add;
     use crate::webdataset::WebDataset;
     use crate::Split;
     use pexc_compiler::lower::plan::Arg;
@@ -456,14 +457,6 @@ mod tests {
             .summary()
             .unwrap()
             .contains("5 captions longer than the context"));
-    }
-
-    fn add(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data).unwrap();
     }
 
     fn webdataset(pattern: &str, on_bad: Option<&str>) -> Ctor {

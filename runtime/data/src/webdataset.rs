@@ -305,13 +305,14 @@ impl Dataset for WebDataset {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::image_text::tests::{jpeg, png};
     use crate::test_ctor;
     use pexc_compiler::lower::plan::Arg;
 
-    fn add(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
+    /// Appends a member to a test shard.
+    pub(crate) fn add(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
