@@ -328,6 +328,18 @@ fn embed_refuses_bad_requests_with_a_message() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("try 24 or 32"));
+    // Pixels smaller than one patch.
+    let tiny = dir.join("tiny.safetensors");
+    write_pixels(
+        &tiny,
+        &Stored {
+            shape: vec![1, 3, 4, 4],
+            values: vec![0.0; 48],
+        },
+    );
+    let o = embed(&pex, "clip", &tiny, &out, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("smaller than one patch of 8 x 8"));
     // A missing input.
     let o = embed(&pex, "clip", &dir.join("nothing"), &out, &[]);
     assert_eq!(o.status.code(), Some(2));

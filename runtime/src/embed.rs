@@ -300,6 +300,15 @@ fn embed_with<B: Backend>(
     if total == 0 {
         return Err("no inputs".into());
     }
+    if let Inputs::Pixels { shape, .. } = inputs {
+        let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        if h < config.patch || w < config.patch {
+            return Err(format!(
+                "`pixels` of {h} x {w} is smaller than one patch of {p} x {p}",
+                p = config.patch
+            ));
+        }
+    }
     let batch = opts.batch.max(1);
     let started = Instant::now();
     let mut values: Vec<f32> = Vec::new();
