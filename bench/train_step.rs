@@ -67,7 +67,9 @@ fn main() {
     <B as pexc_runtime::burn::tensor::backend::Backend>::seed(&device, 0);
     let mut model = ClipModel::<B> {
         vision: VisionTransformer::new(&vision, &device),
-        text: TextTransformer::new(&text, &device),
+        text: Some(TextTransformer::new(&text, &device)),
+        proj: None,
+        decoder: None,
         logit_scale: Param::from_tensor(Tensor::from_floats([(1.0f32 / 0.07).ln()], &device)),
         logit_bias: Param::from_tensor(Tensor::from_floats([-10.0f32], &device)),
     };
@@ -116,17 +118,14 @@ fn main() {
     let mut last = 0.0;
     for s in 0..WARMUP + STEPS {
         let t0 = Instant::now();
-        let batch = Batch {
-            images: Tensor::<B, 4>::from_data(
+        let batch = Batch::contrastive(
+            Tensor::<B, 4>::from_data(
                 TensorData::new(pixels.clone(), [BATCH, 3, IMAGE, IMAGE]),
                 &device,
             ),
-            tokens: Tensor::<B, 2, Int>::from_data(
-                TensorData::new(ids.clone(), [BATCH, CTX]),
-                &device,
-            ),
-            masks: None,
-        };
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [BATCH, CTX]), &device),
+            None,
+        );
         let out = forward(&model, &batch, &loss);
         last = out.total.clone().into_scalar();
         let t1 = Instant::now();

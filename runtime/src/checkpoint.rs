@@ -93,12 +93,24 @@ pub fn assign<B: Backend, M: Module<B>>(
     tensors: &HashMap<String, Stored>,
     prefix: &str,
 ) -> Result<M, String> {
-    struct Assign<'a> {
+    assign_allowing(module, tensors, prefix, |_| false)
+}
+
+/// `assign`, except that parameters whose path satisfies `fresh` may be missing from
+/// `tensors` and keep their initial value (parameters a regulariser adds).
+pub fn assign_allowing<B: Backend, M: Module<B>>(
+    module: M,
+    tensors: &HashMap<String, Stored>,
+    prefix: &str,
+    fresh: impl Fn(&str) -> bool,
+) -> Result<M, String> {
+    struct Assign<'a, F: Fn(&str) -> bool> {
         path: Vec<String>,
         tensors: &'a HashMap<String, Stored>,
         errors: Vec<String>,
+        fresh: F,
     }
-    impl<B: Backend> ModuleMapper<B> for Assign<'_> {
+    impl<B: Backend, F: Fn(&str) -> bool> ModuleMapper<B> for Assign<'_, F> {
         fn enter_module(&mut self, name: &str, _c: &str) {
             self.path.push(name.to_string());
         }
@@ -125,6 +137,7 @@ pub fn assign<B: Backend, M: Module<B>>(
                     ));
                     tensor
                 }
+                None if (self.fresh)(&key) => tensor,
                 None => {
                     self.errors.push(format!("`{key}` is missing"));
                     tensor
@@ -141,6 +154,7 @@ pub fn assign<B: Backend, M: Module<B>>(
         },
         tensors,
         errors: Vec::new(),
+        fresh,
     };
     let module = module.map(&mut a);
     if a.errors.is_empty() {

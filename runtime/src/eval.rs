@@ -9,12 +9,14 @@ use serde_json::{json, Value};
 
 use crate::data::{self, Dataset, Split};
 use crate::loss::normalize;
-use crate::train::clip::ClipModel;
+use crate::model::{TextTransformer, VisionTransformer};
+use crate::rundir::RunDir;
+use crate::train::clip::{ClipModel, Towers};
 
 const BATCH: usize = 64;
 
 fn embed_texts<B: Backend>(
-    model: &ClipModel<B>,
+    text: &TextTransformer<B>,
     tok: &data::Tokenizer,
     texts: &[String],
     context: usize,
@@ -28,7 +30,7 @@ fn embed_texts<B: Backend>(
         }
         let t: Tensor<B, 2, Int> =
             Tensor::from_data(TensorData::new(ids, [chunk.len(), context]), device);
-        parts.push(normalize(model.text.forward(t)));
+        parts.push(normalize(text.forward(t)));
     }
     Tensor::cat(parts, 0)
 }
@@ -56,11 +58,15 @@ pub fn evaluate<B: Backend>(
     bad: &std::sync::Arc<data::BadLog>,
     device: &B::Device,
 ) -> Result<Value, String> {
-    let Some(phase) = stage.phases.last() else {
-        return Ok(json!({"note": "no phases"}));
+    let Some(text) = &model.text else {
+        return Ok(json!({"note": "no text tower"}));
     };
-    let Some(DataPlan::Source(ctor)) = &phase.data else {
-        return Ok(json!({"note": "data written by another stage: not evaluated"}));
+    // The last phase that reads a data source of images.
+    let Some((phase, ctor)) = stage.phases.iter().rev().find_map(|p| match &p.data {
+        Some(DataPlan::Source(c)) if p.frames.is_none() => Some((p, c)),
+        _ => None,
+    }) else {
+        return Ok(json!({"note": "no image data of its own: not evaluated on images"}));
     };
     let raw: std::sync::Arc<dyn data::Dataset> =
         std::sync::Arc::from(data::open(ctor, Split::HeldOut).map_err(|e| e.to_string())?);
@@ -106,7 +112,7 @@ pub fn evaluate<B: Backend>(
     }
     let img = Tensor::cat(parts, 0);
     let captions: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
-    let txt = embed_texts(model, tok, &captions, context, device);
+    let txt = embed_texts(text, tok, &captions, context, device);
 
     // Retrieval: a hit when the retrieved item is the pair's (or has the same caption:
     // generated captions repeat, and an identical caption is an equally right answer).
@@ -136,7 +142,7 @@ pub fn evaluate<B: Backend>(
             let mut rows = Vec::with_capacity(names.len());
             for c in 0..names.len() {
                 let ps = ds.prompts(c);
-                let e = embed_texts(model, tok, &ps, context, device);
+                let e = embed_texts(text, tok, &ps, context, device);
                 rows.push(normalize(e.mean_dim(0)));
             }
             let classes = Tensor::cat(rows, 0);
@@ -159,4 +165,244 @@ pub fn evaluate<B: Backend>(
         }
     }
     Ok(result)
+}
+
+/// Embeddings (n, out) of clips: each frame embedded, the frames averaged (PE's video
+/// embedding), normalised.
+fn embed_clips<B: Backend>(
+    vision: &VisionTransformer<B>,
+    clips: &[data::Clip],
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let mut parts = Vec::new();
+    for chunk in clips.chunks(8) {
+        let frames = chunk.first().map_or(1, |c| c.frames.len().max(1));
+        let samples: Vec<data::Sample> =
+            chunk.iter().flat_map(|c| c.frames.iter().cloned()).collect();
+        let x = crate::train::images::<B>(&samples, 1, device);
+        let out = vision.forward_masked(x, None);
+        let pooled = match out.pooled {
+            Some(p) => p,
+            None => out.tokens.mean_dim(1).squeeze_dim::<2>(1),
+        };
+        let [nf, d] = pooled.dims();
+        parts.push(normalize(
+            pooled
+                .reshape([nf / frames, frames, d])
+                .mean_dim(1)
+                .reshape([nf / frames, d]),
+        ));
+    }
+    Tensor::cat(parts, 0)
+}
+
+/// Zero-shot top-1 over the motion classes of held-out clips, frame-pooled.
+pub fn video_zero_shot<B: Backend>(
+    vision: &VisionTransformer<B>,
+    text: &TextTransformer<B>,
+    tok: &data::Tokenizer,
+    context: usize,
+    clips_ctor: &pexc_compiler::lower::plan::Ctor,
+    frames: usize,
+    res: usize,
+    limit: usize,
+    device: &B::Device,
+) -> Result<Value, String> {
+    let ds = data::open_video(clips_ctor, Split::HeldOut).map_err(|e| e.to_string())?;
+    let Some(names) = ds.class_names() else {
+        return Ok(json!({"note": "the clips have no classes"}));
+    };
+    let n = ds.len().min(limit);
+    let mut rng = data::Rng::new(0);
+    let mut clips = Vec::with_capacity(n);
+    for i in 0..n {
+        clips.push(
+            ds.get_clip(i, res, frames, &mut rng)
+                .map_err(|e| format!("held-out clips: {e}"))?,
+        );
+    }
+    if clips.is_empty() {
+        return Ok(json!({"note": "no held-out clips"}));
+    }
+    let emb = embed_clips(vision, &clips, device);
+    let mut rows = Vec::with_capacity(names.len());
+    for c in 0..names.len() {
+        let e = embed_texts(text, tok, &ds.prompts(c), context, device);
+        rows.push(normalize(e.mean_dim(0)));
+    }
+    let predicted = argmax_rows(emb, Tensor::cat(rows, 0));
+    let labelled: Vec<(usize, usize)> = clips
+        .iter()
+        .zip(&predicted)
+        .filter_map(|(c, &p)| c.label.map(|l| (l, p)))
+        .collect();
+    let correct = labelled.iter().filter(|(l, p)| l == p).count();
+    Ok(json!({
+        "clips": clips.len(),
+        "frames": frames,
+        "zero_shot_top1": correct as f64 / labelled.len().max(1) as f64,
+        "chance": 1.0 / names.len() as f64,
+        "classes": names,
+    }))
+}
+
+/// Held-out samples of a synthetic image source, for probes and QA.
+fn held_samples(
+    ctor: &pexc_compiler::lower::plan::Ctor,
+    split: Split,
+    res: usize,
+    limit: usize,
+) -> Result<Vec<data::Sample>, String> {
+    let ds = data::open(ctor, split).map_err(|e| e.to_string())?;
+    let mut rng = data::Rng::new(0);
+    (0..ds.len().min(limit))
+        .map(|i| ds.get(i, res, &mut rng).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Everything a finished training stage is evaluated on: contrastive zero-shot and
+/// retrieval (with a text tower), frame-pooled zero-shot on held-out clips for a stage
+/// that trains on video (and, beside it, the model it started from), question answering
+/// for a language stage, and the layer-wise probes of its vision tower.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_stage<B: Backend>(
+    model: &ClipModel<B>,
+    towers: &Towers,
+    stage: &StagePlan,
+    plan: &pexc_compiler::lower::plan::Plan,
+    dir: &RunDir,
+    bad: &std::sync::Arc<data::BadLog>,
+    smoke: bool,
+    device: &B::Device,
+) -> Result<Value, String> {
+    let tok = crate::train::stage_tokenizer(stage, towers)?;
+    let mut out = match (&model.text, &towers.text_config) {
+        (Some(_), Some(tc)) => evaluate(model, stage, &tok, tc.context, bad, device)?,
+        _ => json!({}),
+    };
+    let res = stage.phases.last().map_or(64, |p| p.resolution as usize);
+    let limit = if smoke { 40 } else { 400 };
+    // Video: the held-out clips of the source the video phase's captions describe.
+    if let (Some(text), Some(tc)) = (&model.text, &towers.text_config) {
+        if let Some((p, ctor)) = video_source(stage, plan, dir) {
+            let frames = p.frames.unwrap_or(1).max(1) as usize;
+            let mut v = video_zero_shot(
+                &model.vision,
+                text,
+                &tok,
+                tc.context,
+                &ctor,
+                frames,
+                p.resolution as usize,
+                limit,
+                device,
+            )?;
+            // The model the stage started from, on the same clips.
+            if let Some(init) = &stage.init {
+                if let Ok(base) = start_model::<B>(plan, dir, init, towers, stage, device) {
+                    let b = video_zero_shot(
+                        &base.vision,
+                        base.text.as_ref().unwrap_or(text),
+                        &tok,
+                        tc.context,
+                        &ctor,
+                        frames,
+                        p.resolution as usize,
+                        limit,
+                        device,
+                    )?;
+                    v[format!("{init}_zero_shot_top1")] = b["zero_shot_top1"].clone();
+                }
+            }
+            out["video"] = v;
+        }
+    }
+    // The image source of the stage, for QA and probes.
+    let image_ctor = stage.phases.iter().rev().find_map(|p| match &p.data {
+        Some(DataPlan::Source(c)) if p.frames.is_none() && c.ctor == "synthetic_shapes" => {
+            Some(c.clone())
+        }
+        _ => None,
+    });
+    if let (Some(ctor), Some(dc)) = (&image_ctor, &towers.decoder_config) {
+        let held = held_samples(ctor, Split::HeldOut, res, if smoke { 16 } else { 200 })?;
+        out["questions"] = crate::caption::qa_accuracy(model, &tok, ctor, &held, dc.context, device)?;
+    }
+    if let Some(ctor) = &image_ctor {
+        let train = held_samples(ctor, Split::Train, res, if smoke { 64 } else { 1000 })?;
+        let held = held_samples(ctor, Split::HeldOut, res, limit)?;
+        let classes = data::open(ctor, Split::Train)
+            .map_err(|e| e.to_string())?
+            .class_names()
+            .map_or(0, |c| c.len());
+        let scores = crate::probe::layer_analysis(&model.vision, &train, &held, classes, device)?;
+        let _ = crate::rundir::write_atomic(
+            &dir.path(&format!("plots/{}_layers.svg", stage.name)),
+            scores
+                .svg(&format!("{}: probes by block", stage.name))
+                .as_bytes(),
+        );
+        out["layers"] = scores.to_json();
+    }
+    Ok(out)
+}
+
+/// The phase that trains on clips and the clip source behind it (a data source, or the
+/// source a caption stage captioned).
+fn video_source(
+    stage: &StagePlan,
+    plan: &pexc_compiler::lower::plan::Plan,
+    _dir: &RunDir,
+) -> Option<(pexc_compiler::lower::plan::PhasePlan, pexc_compiler::lower::plan::Ctor)> {
+    let p = stage.phases.iter().find(|p| p.frames.is_some())?;
+    let ctor = match &p.data {
+        Some(DataPlan::Source(c)) => c.clone(),
+        Some(DataPlan::Stage { stage: s, .. }) => {
+            let engine = plan.stage(s)?;
+            match engine.phases.first()?.data.as_ref()? {
+                DataPlan::Source(c) => c.clone(),
+                _ => return None,
+            }
+        }
+        None => return None,
+    };
+    Some((p.clone(), ctor))
+}
+
+/// The vision and text towers stage `from` finished with, built like this stage's.
+fn start_model<B: Backend>(
+    plan: &pexc_compiler::lower::plan::Plan,
+    dir: &RunDir,
+    from: &str,
+    towers: &Towers,
+    stage: &StagePlan,
+    device: &B::Device,
+) -> Result<ClipModel<B>, String> {
+    let record: Value = std::fs::read_to_string(dir.stage_record(from))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .ok_or_else(|| format!("stage `{from}` has no record"))?;
+    let _ = plan;
+    let ckpt = record["checkpoint"].as_str().unwrap_or_default();
+    let (tensors, _) = crate::checkpoint::load(&dir.root.join(ckpt))?;
+    let mut t = towers.clone();
+    t.proj = None;
+    t.decoder = None;
+    t.proj_config = None;
+    t.decoder_config = None;
+    let mut m: ClipModel<B> = ClipModel::new(&t, stage, device);
+    let part = |p: &str| -> std::collections::HashMap<String, crate::checkpoint::Stored> {
+        let prefix = format!("{p}.");
+        tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|r| (r.to_string(), v.clone())))
+            .collect()
+    };
+    m.vision = crate::checkpoint::assign_allowing(m.vision, &part("vision"), "", |k| {
+        k.contains(".ls_")
+    })?;
+    if let Some(text) = m.text.take() {
+        m.text = Some(crate::checkpoint::assign(text, &part("text"), "")?);
+    }
+    Ok(m)
 }

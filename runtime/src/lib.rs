@@ -1,6 +1,7 @@
 //! The pexc runtime: executes a lowered plan with burn.
 
 pub mod backend;
+pub mod caption;
 pub mod checkpoint;
 pub mod embed;
 pub mod eval;
@@ -9,6 +10,7 @@ pub mod fault;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod probe;
 pub mod report;
 pub mod rng;
 pub mod run;

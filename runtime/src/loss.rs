@@ -94,6 +94,81 @@ pub fn masked_token_cosine<B: Backend>(
     cos.neg().add_scalar(1.0).mul(weight).sum().div(total)
 }
 
+
+/// Distillation (pe-reference.md "Distillation into smaller models"): KL(teacher ||
+/// student) of the image->text and of the text->image similarity distributions of the
+/// batch, averaged. The student's logits use its learnable scale (clamped at `max_scale`),
+/// the teacher's a fixed `teacher_scale` (PE: 200); the teacher's embeddings are constants.
+#[allow(clippy::too_many_arguments)]
+pub fn distill_kl<B: Backend>(
+    img: Tensor<B, 2>,
+    txt: Tensor<B, 2>,
+    log_scale: Tensor<B, 1>,
+    max_scale: f64,
+    teacher_img: Tensor<B, 2>,
+    teacher_txt: Tensor<B, 2>,
+    teacher_scale: f64,
+) -> Tensor<B, 1> {
+    let student = clip_logits(img, txt, log_scale, max_scale);
+    let teacher = normalize(teacher_img)
+        .matmul(normalize(teacher_txt).transpose())
+        .mul_scalar(teacher_scale)
+        .detach();
+    let i2t = row_kl(teacher.clone(), student.clone());
+    let t2i = row_kl(teacher.transpose(), student.transpose());
+    i2t.add(t2i).div_scalar(2.0)
+}
+
+/// Mean over rows of KL(softmax(p) || softmax(q)).
+fn row_kl<B: Backend>(p_logits: Tensor<B, 2>, q_logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let lp = log_softmax(p_logits, 1);
+    let lq = log_softmax(q_logits, 1);
+    lp.clone().exp().mul(lp.sub(lq)).sum_dim(1).mean()
+}
+
+/// Next-token cross-entropy (PE-lang): `logits` (n, l, vocab) predict `targets` (n, l);
+/// averaged over the positions where `weight` (n, l) is 1 (the caption up to and with its
+/// end token; padding is not a target).
+pub fn next_token<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    weight: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let picked = log_softmax(logits, 2)
+        .gather(2, targets.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2);
+    let total = weight.clone().sum().clamp_min(1.0);
+    picked.mul(weight).sum().div(total).neg()
+}
+
+/// Token cosine-similarity matrices (n, t, t) of tokens (n, t, w).
+pub fn token_similarities<B: Backend>(tokens: Tensor<B, 3>) -> Tensor<B, 3> {
+    let t = normalize(tokens);
+    t.clone().matmul(t.swap_dims(1, 2))
+}
+
+/// The teacher side of `pairwise_similarity`: cosine similarities of the teacher's token
+/// features passed through exp(t (x - 1)) (PE-spatial, t = 20), so that only near-equal
+/// features count as similar.
+pub fn sharpened_similarities<B: Backend>(features: Tensor<B, 3>, t: f64) -> Tensor<B, 3> {
+    token_similarities(features)
+        .sub_scalar(1.0)
+        .mul_scalar(t)
+        .exp()
+}
+
+/// `pairwise_similarity`: the mean squared difference between the student's token
+/// cosine-similarity matrices and the teacher's (already sharpened) ones, (n, t, t) each.
+pub fn pairwise_similarity<B: Backend>(
+    student: Tensor<B, 3>,
+    teacher_similarities: Tensor<B, 3>,
+) -> Tensor<B, 1> {
+    token_similarities(student)
+        .sub(teacher_similarities.detach())
+        .square()
+        .mean()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +246,53 @@ mod tests {
         // Positions 1 and 2 masked: orthogonal (1) and opposite (2); position 0 ignored.
         let w = Tensor::<B, 2>::from_floats([[0.0, 1.0, 1.0]], &Default::default());
         assert!((scalar(masked_token_cosine(a, b, w)) - 1.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn distill_kl_is_zero_when_the_student_matches_and_hand_computed_otherwise() {
+        let a = t2(&[[1.0, 0.0], [0.0, 1.0]]);
+        let dev = Default::default();
+        // Student = teacher (same embeddings, same scale 2): KL 0.
+        let ls = Tensor::<B, 1>::from_floats([2f32.ln()], &dev);
+        let same = scalar(distill_kl(a.clone(), a.clone(), ls, 100.0, a.clone(), a.clone(), 2.0));
+        assert!(same.abs() < 1e-6, "{same}");
+        // Student scale 1, teacher scale 2 on orthonormal pairs: each row of the teacher
+        // is softmax(2, 0), the student's softmax(1, 0); the KL is the same for every row
+        // and both directions.
+        let ls = Tensor::<B, 1>::from_floats([0.0], &dev);
+        let got = scalar(distill_kl(a.clone(), a.clone(), ls, 100.0, a.clone(), a, 2.0));
+        let p = [2f64.exp() / (2f64.exp() + 1.0), 1.0 / (2f64.exp() + 1.0)];
+        let q = [1f64.exp() / (1f64.exp() + 1.0), 1.0 / (1f64.exp() + 1.0)];
+        let want = p[0] * (p[0] / q[0]).ln() + p[1] * (p[1] / q[1]).ln();
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn next_token_averages_the_weighted_positions_only() {
+        let dev = Default::default();
+        // One row, two positions, vocabulary 2. Position 0: logits (0, ln 3), target 1:
+        // -ln(3/4). Position 1 is padding (weight 0) with a terrible prediction.
+        let logits = Tensor::<B, 3>::from_floats([[[0.0, 3f32.ln()], [50.0, -50.0]]], &dev);
+        let targets = Tensor::<B, 2, Int>::from_ints([[1, 1]], &dev);
+        let w = Tensor::<B, 2>::from_floats([[1.0, 0.0]], &dev);
+        let got = scalar(next_token(logits, targets, w));
+        assert!((got + (0.75f64).ln()).abs() < 1e-6, "{got}");
+    }
+
+    #[test]
+    fn pairwise_similarity_matches_a_hand_computed_value() {
+        let dev = Default::default();
+        // Student tokens: two orthogonal ones. Its similarity matrix is the identity.
+        let s = Tensor::<B, 3>::from_floats([[[1.0, 0.0], [0.0, 3.0]]], &dev);
+        // Teacher features: two equal tokens: cosine 1 everywhere, exp(t (1 - 1)) = 1.
+        let f = Tensor::<B, 3>::from_floats([[[2.0, 1.0], [4.0, 2.0]]], &dev);
+        let t = sharpened_similarities(f, 20.0);
+        let got = scalar(pairwise_similarity(s, t));
+        // Off-diagonal entries differ by 1 (two of four): mean 0.5.
+        assert!((got - 0.5).abs() < 1e-6, "{got}");
+        // Orthogonal teacher features: exp(20 (0 - 1)) = e^-20 off the diagonal.
+        let f = Tensor::<B, 3>::from_floats([[[1.0, 0.0], [0.0, 1.0]]], &dev);
+        let t = sharpened_similarities(f, 20.0).into_data().to_vec::<f32>().unwrap();
+        assert!((t[1] as f64 - (-20f64).exp()).abs() < 1e-12 && (t[0] - 1.0).abs() < 1e-6);
     }
 }

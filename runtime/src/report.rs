@@ -181,13 +181,71 @@ pub fn markdown(
             if let Some(note) = e["note"].as_str() {
                 let _ = writeln!(s, "Note: {note}.");
             }
+            let v = &e["video"];
+            if let Some(z) = v["zero_shot_top1"].as_f64() {
+                let chance = v["chance"].as_f64().unwrap_or(0.0);
+                let _ = write!(
+                    s,
+                    "Video zero-shot over {} motion classes on {} held-out clips ({} frames average-pooled): **{:.1}%** (chance {:.1}%)",
+                    v["classes"].as_array().map_or(0, Vec::len),
+                    v["clips"],
+                    v["frames"],
+                    100.0 * z,
+                    100.0 * chance
+                );
+                if let Some(init) = &st.init {
+                    if let Some(b) = v[format!("{init}_zero_shot_top1")].as_f64() {
+                        let _ = write!(s, "; the image-only `{init}` model on the same clips: {:.1}%", 100.0 * b);
+                    }
+                }
+                let _ = writeln!(s, ".");
+            }
+            let q = &e["questions"];
+            if let Some(m) = q["mean_accuracy"].as_f64() {
+                let per: Vec<String> = q["accuracy"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| format!("{k} {:.0}%", 100.0 * v.as_f64().unwrap_or(0.0)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "Question answering on {} held-out images: {:.1}% exact ({}).",
+                    q["held_out"],
+                    100.0 * m,
+                    per.join(", ")
+                );
+                for c in q["captions"].as_array().into_iter().flatten() {
+                    let _ = writeln!(s, "- caption \"{}\" (data: \"{}\")", c["caption"].as_str().unwrap_or(""), c["truth"].as_str().unwrap_or(""));
+                }
+            }
+            let c = &e["captions"];
+            if let Some(n) = c["clips"].as_u64() {
+                let _ = writeln!(s, "Captioned {n} clips into `{}`; examples (caption written, the generator's own caption never read):\n", c["dataset"].as_str().unwrap_or(""));
+                for x in c["examples"].as_array().into_iter().flatten() {
+                    let _ = writeln!(s, "- \"{}\" (generated clip: \"{}\")", x["caption"].as_str().unwrap_or(""), x["source_caption"].as_str().unwrap_or(""));
+                }
+            }
+            let l = &e["layers"];
+            if let (Some(cls), Some(dense)) = (l["classification_top1"].as_array(), l["dense_miou"].as_array()) {
+                let _ = writeln!(s, "\nLayer-wise probes (frozen features of every block; 1-based blocks):\n");
+                let _ = writeln!(s, "| block | classification top-1 | dense mIoU |\n|---|---|---|");
+                for (k, (a, b)) in cls.iter().zip(dense).enumerate() {
+                    let _ = writeln!(s, "| {} | {:.1}% | {:.3} |", k + 1, 100.0 * a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+                }
+                let _ = writeln!(s, "\n![layers](plots/{}_layers.svg)", st.name);
+            }
             let _ = writeln!(s);
         }
-        let _ = writeln!(
-            s,
-            "![loss](plots/{0}_loss.svg)\n![learning rate](plots/{0}_lr.svg)\n",
-            st.name
-        );
+        if metrics.iter().any(|m| m["stage"] == st.name.as_str()) {
+            let _ = writeln!(
+                s,
+                "![loss](plots/{0}_loss.svg)\n![learning rate](plots/{0}_lr.svg)\n",
+                st.name
+            );
+        }
     }
     s
 }

@@ -170,14 +170,37 @@ fn run_with<B: AutodiffBackend>(
         }
         let _ = std::fs::remove_file(&record_path);
         let init = initial_weights(stage, plan, &dir)?;
+        if stage.kind == StageKind::Caption {
+            // The data engine: no training, a dataset written whole.
+            let wrote = crate::caption::run_caption_stage::<B::InnerBackend>(
+                stage,
+                plan,
+                &dir,
+                &init,
+                opts.progress,
+                &Default::default(),
+            )?;
+            eval.insert(stage.name.clone(), json!({"captions": wrote.clone()}));
+            write_eval(&dir, &eval)?;
+            let record = json!({
+                "hash": stage.hash,
+                "checkpoint": wrote["dataset"],
+                "towers": {},
+                "captions": wrote,
+            });
+            write_atomic(&record_path, record.to_string().as_bytes())
+                .map_err(|err| format!("{}: {err}", record_path.display()))?;
+            summary.trained.push(stage.name.clone());
+            continue;
+        }
         let sopts = StageOptions {
             resume: opts.resume,
             checkpoint_every: opts.checkpoint_every.max(1),
             max_steps_per_phase: opts.smoke.then_some(2),
             progress: opts.progress,
         };
-        let trained =
-            train::train_stage::<B>(stage, &dir, &init, &sopts, device).inspect_err(|_| {
+        let trained = train::train_stage::<B>(stage, plan, &dir, &init, &sopts, device)
+            .inspect_err(|_| {
                 if opts.progress {
                     eprintln!(); // end the progress line
                 }
@@ -194,21 +217,14 @@ fn run_with<B: AutodiffBackend>(
         }
         // Evaluate on held-out data, export, and record the stage as done.
         let valid = trained.model.valid();
-        let ds_tok = {
-            let phase = stage.phases.first().ok_or("a stage without phases")?;
-            match &phase.data {
-                Some(pexc_compiler::lower::plan::DataPlan::Source(c)) => {
-                    train::tokenizer_for(c, trained.towers.text_config.vocab)?
-                }
-                _ => return Err(format!("stage `{}`: no data to evaluate", stage.name)),
-            }
-        };
-        let e = crate::eval::evaluate(
+        let e = crate::eval::evaluate_stage(
             &valid,
+            &trained.towers,
             stage,
-            &ds_tok,
-            trained.towers.text_config.context,
+            plan,
+            &dir,
             &trained.bad,
+            opts.smoke,
             device,
         )?;
         let mut stage_notes = Vec::new();
@@ -228,24 +244,15 @@ fn run_with<B: AutodiffBackend>(
         }
         summary.notes.extend(stage_notes);
         eval.insert(stage.name.clone(), e);
-        write_atomic(
-            &dir.path("eval.json"),
-            serde_json::to_string_pretty(&Value::Object(eval.clone()))
-                .unwrap_or_default()
-                .as_bytes(),
-        )
-        .map_err(|err| format!("eval.json: {err}"))?;
+        write_eval(&dir, &eval)?;
         for ex in &stage.exports {
-            let field = if ex.model == trained.towers.vision {
-                "vision"
-            } else if ex.model == trained.towers.text {
-                "text"
-            } else {
-                continue;
-            };
-            let tensors: Vec<(String, Stored)> = match field {
-                "vision" => checkpoint::collect(&valid.vision, ""),
-                _ => checkpoint::collect(&valid.text, ""),
+            let tensors: Vec<(String, Stored)> = match trained.towers.part(&ex.model) {
+                Some("vision") => checkpoint::collect(&valid.vision, ""),
+                Some("text") => match &valid.text {
+                    Some(t) => checkpoint::collect(t, ""),
+                    None => continue,
+                },
+                _ => continue,
             };
             // In the official PE layout (language.md section 4), so that `weights:` and
             // the official code load it.
@@ -261,10 +268,11 @@ fn run_with<B: AutodiffBackend>(
             .unwrap_or(&trained.last_checkpoint)
             .to_string_lossy()
             .into_owned();
+        let t = &trained.towers;
         let record = json!({
             "hash": stage.hash,
             "checkpoint": rel,
-            "towers": {"vision": trained.towers.vision, "text": trained.towers.text},
+            "towers": {"vision": t.vision, "text": t.text, "proj": t.proj, "decoder": t.decoder},
             "data": trained.bad.to_json(),
             "skipped_steps": trained.skipped_steps,
         });
@@ -305,6 +313,16 @@ fn run_with<B: AutodiffBackend>(
     }
     write_atomic(&dir.path("report.md"), md.as_bytes()).map_err(|e| format!("report.md: {e}"))?;
     Ok(summary)
+}
+
+fn write_eval(dir: &RunDir, eval: &serde_json::Map<String, Value>) -> Result<(), String> {
+    write_atomic(
+        &dir.path("eval.json"),
+        serde_json::to_string_pretty(&Value::Object(eval.clone()))
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(|err| format!("eval.json: {err}"))
 }
 
 /// Bytes the kernel says can be allocated without swapping (`MemAvailable` of
@@ -363,13 +381,36 @@ pub fn check_memory(stages: &[&StagePlan], limit: f64, what: &str) -> Result<(),
 
 /// What this runtime cannot run yet is an error before anything starts.
 fn check_supported(stage: &StagePlan) -> Result<(), String> {
-    if stage.kind == StageKind::Caption {
-        return Err(format!(
-            "stage `{}`: data-engine (caption) stages are not supported by this runtime yet",
-            stage.name
-        ));
-    }
     train::clip::towers(stage).map(|_| ())
+}
+
+/// The trained tensors of model `model` of the finished stage `from`, keyed by path
+/// inside the model.
+fn stage_model_tensors(
+    plan: &Plan,
+    dir: &RunDir,
+    from: &str,
+    model: &str,
+) -> Result<HashMap<String, Stored>, String> {
+    if plan.stage(from).is_none() {
+        return Err(format!("stage `{from}` is not in the plan"));
+    }
+    let record: Value = std::fs::read_to_string(dir.stage_record(from))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .ok_or_else(|| format!("stage `{from}` has not finished in this run directory"))?;
+    let ckpt = record["checkpoint"].as_str().unwrap_or_default();
+    let src_field = record["towers"]
+        .as_object()
+        .and_then(|t| t.iter().find(|(_, v)| v.as_str() == Some(model)))
+        .map(|(k, _)| k.clone())
+        .ok_or_else(|| format!("stage `{from}` did not train `{model}`"))?;
+    let (tensors, _) = checkpoint::load(&dir.root.join(ckpt))?;
+    let prefix = format!("{src_field}.");
+    Ok(tensors
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|r| (r.to_string(), v)))
+        .collect())
 }
 
 /// The starting weights of the stage's towers that come from earlier stages, keyed by
@@ -380,52 +421,44 @@ fn initial_weights(
     dir: &RunDir,
 ) -> Result<HashMap<String, HashMap<String, Stored>>, String> {
     let mut out = HashMap::new();
+    let mut wanted: Vec<(String, &pexc_compiler::lower::plan::ModelPlan)> = Vec::new();
     for m in &stage.models {
-        let field = match m.role {
+        let part = match m.role {
             Role::Vision => "vision",
             Role::Text => "text",
-            _ => continue,
+            Role::Projector => "proj",
+            Role::Decoder => "decoder",
         };
+        wanted.push((part.to_string(), m));
+    }
+    for t in &stage.teachers {
+        for (i, m) in t.models.iter().enumerate() {
+            wanted.push((train::teacher::weights_key(&t.name, i), m));
+        }
+    }
+    for (key, m) in wanted {
         match &m.init {
             ModelInit::Random => {}
             ModelInit::Weights { path } => {
                 // A checkpoint in the official PE layout (`.pt` or `.safetensors`): the
                 // vision keys of a CLIP file or a vision-only file, or the text keys.
                 use crate::model::official::{from_official, read_tensors, Tower};
-                let tower = if field == "vision" {
-                    Tower::Vision
-                } else {
-                    Tower::Text
+                let tower = match m.role {
+                    Role::Vision => Tower::Vision,
+                    Role::Text => Tower::Text,
+                    _ => {
+                        return Err(format!(
+                            "stage `{}`: `{}`: `weights` of a {:?} model are not supported by this runtime yet",
+                            stage.name, m.name, m.role
+                        ))
+                    }
                 };
                 let tensors = read_tensors(std::path::Path::new(path))
                     .map_err(|e| format!("stage `{}`: `{}`: {e}", stage.name, m.name))?;
-                out.insert(field.to_string(), from_official(&tensors, tower));
+                out.insert(key, from_official(&tensors, tower));
             }
             ModelInit::Stage { stage: from, model } => {
-                if plan.stage(from).is_none() {
-                    return Err(format!("stage `{from}` is not in the plan"));
-                }
-                let record: Value = std::fs::read_to_string(dir.stage_record(from))
-                    .ok()
-                    .and_then(|s| serde_json::from_str(&s).ok())
-                    .ok_or_else(|| {
-                        format!("stage `{from}` has not finished in this run directory")
-                    })?;
-                let ckpt = record["checkpoint"].as_str().unwrap_or_default();
-                let src_field = if record["towers"]["vision"] == model.as_str() {
-                    "vision"
-                } else if record["towers"]["text"] == model.as_str() {
-                    "text"
-                } else {
-                    return Err(format!("stage `{from}` did not train `{model}`"));
-                };
-                let (tensors, _) = checkpoint::load(&dir.root.join(ckpt))?;
-                let prefix = format!("{src_field}.");
-                let inner: HashMap<String, Stored> = tensors
-                    .into_iter()
-                    .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|r| (r.to_string(), v)))
-                    .collect();
-                out.insert(field.to_string(), inner);
+                out.insert(key, stage_model_tensors(plan, dir, from, model)?);
             }
         }
     }

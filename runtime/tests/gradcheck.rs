@@ -46,7 +46,9 @@ fn model<B: burn::tensor::backend::Backend>(device: &B::Device) -> ClipModel<B> 
     B::seed(device, 42);
     ClipModel {
         vision: VisionTransformer::new(&v, device),
-        text: TextTransformer::new(&t, device),
+        text: Some(TextTransformer::new(&t, device)),
+        proj: None,
+        decoder: None,
         logit_scale: Param::from_tensor(Tensor::from_floats([1.0f32], device)),
         logit_bias: Param::from_tensor(Tensor::from_floats([0.0f32], device)),
     }
@@ -73,7 +75,7 @@ fn clip_loss<B: burn::tensor::backend::Backend>(
     ids: Tensor<B, 2, Int>,
 ) -> Tensor<B, 1> {
     let i = m.vision.encode(img).expect("pooled");
-    let t = m.text.forward(ids);
+    let t = m.text.as_ref().expect("text tower").forward(ids);
     loss::clip(i, t, m.logit_scale.val(), 100.0)
 }
 

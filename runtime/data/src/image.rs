@@ -1,6 +1,7 @@
 //! `RgbImage`: a planar RGB f32 image in [0, 1], with decoding, resampling, flipping and
 //! the model's normalisation.
 
+use image::ImageEncoder;
 use crate::error::DataError;
 
 /// Three planes (R, G, B) of `height x width` values in [0, 1]. Planar, because the model
@@ -62,6 +63,31 @@ impl RgbImage {
                 out.data[c * plane + i] = px.0[c] as f32 / 255.0;
             }
         }
+        Ok(out)
+    }
+
+    /// PNG bytes of a normalised CHW image (`(pixel - 0.5) / 0.5`, as `normalised`
+    /// gives): the inverse of `decode` up to 8-bit rounding.
+    pub fn encode_png(normalised: &[f32], width: usize, height: usize) -> Result<Vec<u8>, DataError> {
+        let plane = width * height;
+        if normalised.len() != 3 * plane {
+            return Err(DataError::Loader(format!(
+                "a {width}x{height} image needs {} values, not {}",
+                3 * plane,
+                normalised.len()
+            )));
+        }
+        let mut rgb = Vec::with_capacity(3 * plane);
+        for i in 0..plane {
+            for c in 0..3 {
+                let v = normalised[c * plane + i] * 0.5 + 0.5;
+                rgb.push((v.clamp(0.0, 1.0) * 255.0).round() as u8);
+            }
+        }
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(&rgb, width as u32, height as u32, image::ExtendedColorType::Rgb8)
+            .map_err(|e| DataError::Loader(format!("PNG encoding: {e}")))?;
         Ok(out)
     }
 

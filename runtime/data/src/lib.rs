@@ -6,6 +6,7 @@ pub mod augment;
 pub mod error;
 pub mod image;
 pub mod image_text;
+pub mod mask_logits;
 pub mod prefetch;
 pub mod rng;
 pub mod screen;
@@ -19,7 +20,7 @@ pub use prefetch::{BatchRequest, Prefetch};
 pub use rng::Rng;
 pub use screen::{Bad, BadLog, OnBad, Screened};
 pub use tokenizer::Tokenizer;
-pub use video::{open_video, Clip, VideoDataset};
+pub use video::{open_video, Clip, FrameStack, VideoDataset};
 
 use pexc_compiler::lower::plan::Ctor;
 
@@ -67,6 +68,11 @@ pub trait Dataset: Send + Sync {
     /// without a caption, keys without an image or caption member, shards without samples.
     fn skipped_at_open(&self) -> Vec<Bad> {
         Vec::new()
+    }
+    /// Question/answer pairs about sample `idx` (PE-lang's QA data; none for most
+    /// sources).
+    fn questions(&self, _idx: usize) -> Result<Vec<(String, String)>, DataError> {
+        Ok(Vec::new())
     }
     fn class_names(&self) -> Option<Vec<String>> {
         None

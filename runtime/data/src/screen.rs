@@ -259,6 +259,10 @@ impl Dataset for Screened {
         self.inner.name(idx)
     }
 
+    fn questions(&self, idx: usize) -> Result<Vec<(String, String)>, DataError> {
+        self.inner.questions(idx)
+    }
+
     fn class_names(&self) -> Option<Vec<String>> {
         self.inner.class_names()
     }

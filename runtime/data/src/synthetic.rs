@@ -223,7 +223,18 @@ impl Scene {
 struct Shape {
     scene: Scene,
     caption: String,
+    /// Answers to `QUESTIONS`, in order.
+    answers: [String; 4],
 }
+
+/// The questions a generated image answers (PE-lang's question/answer pairs in
+/// miniature): its shape, colour, position (one of `POSITIONS`) and size.
+pub const QUESTIONS: [&str; 4] = [
+    "what shape is it?",
+    "what colour is it?",
+    "where is it?",
+    "how big is it?",
+];
 
 /// `synthetic_shapes(count, seed, classes, held_out)`: sample `i` of the whole set is
 /// fixed by `(seed, i)`. Train holds indices `0..round((1 - held_out) * count)`, HeldOut
@@ -332,6 +343,12 @@ impl SyntheticShapes {
                 noise: r.next_u64(),
             },
             caption,
+            answers: [
+                name.to_string(),
+                colour_name.to_string(),
+                pos.to_string(),
+                size.to_string(),
+            ],
         })
     }
 
@@ -370,6 +387,15 @@ impl Dataset for SyntheticShapes {
 
     fn text(&self, idx: usize) -> Result<String, DataError> {
         Ok(self.shape(idx)?.caption)
+    }
+
+    fn questions(&self, idx: usize) -> Result<Vec<(String, String)>, DataError> {
+        let answers = self.shape(idx)?.answers;
+        Ok(QUESTIONS
+            .iter()
+            .zip(answers)
+            .map(|(q, a)| (q.to_string(), a))
+            .collect())
     }
 
     fn class_names(&self) -> Option<Vec<String>> {

@@ -437,6 +437,69 @@ impl Dataset for MiddleFrames {
     }
 }
 
+
+/// A video source seen as samples of stacked frames, for frame pooling: sample `idx` is
+/// clip `idx` with `frames` frames sampled uniformly, their images one after another in
+/// `image` (frame-major, each CHW), `height` the frame height times `frames` and `width`
+/// the frame width, so that `image` reshapes to (frames, 3, height / frames, width). The
+/// mask, when there is one, stacks the same way; caption and label are the clip's.
+pub struct FrameStack {
+    pub clips: Box<dyn VideoDataset>,
+    pub frames: usize,
+}
+
+impl Dataset for FrameStack {
+    fn len(&self) -> usize {
+        self.clips.len()
+    }
+
+    fn get(&self, idx: usize, res: usize, rng: &mut Rng) -> Result<Sample, DataError> {
+        let clip = self.clips.get_clip(idx, res, self.frames, rng)?;
+        if clip.frames.len() != self.frames {
+            return Err(DataError::Loader(format!(
+                "clip {idx} gave {} frames, {} were asked for",
+                clip.frames.len(),
+                self.frames
+            )));
+        }
+        let mut image = Vec::with_capacity(self.frames * 3 * res * res);
+        let mut mask: Option<Vec<u8>> = Some(Vec::new());
+        let (mut h, mut w) = (0, 0);
+        for f in clip.frames {
+            (h, w) = (f.height, f.width);
+            image.extend_from_slice(&f.image);
+            match (&mut mask, f.mask) {
+                (Some(m), Some(fm)) => m.extend(fm),
+                _ => mask = None,
+            }
+        }
+        Ok(Sample {
+            image,
+            height: h * self.frames,
+            width: w,
+            text: clip.text,
+            label: clip.label,
+            mask,
+        })
+    }
+
+    fn text(&self, idx: usize) -> Result<String, DataError> {
+        self.clips.text(idx)
+    }
+
+    fn class_names(&self) -> Option<Vec<String>> {
+        self.clips.class_names()
+    }
+
+    fn prompt(&self, c: usize) -> String {
+        self.clips.prompt(c)
+    }
+
+    fn prompts(&self, c: usize) -> Vec<String> {
+        self.clips.prompts(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,5 +646,23 @@ mod tests {
             .get_clip(0, 4, 1, &mut Rng::new(0))
             .unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn frame_stacks_hold_the_sampled_frames_in_order() {
+        let v = video(Split::Train);
+        let clip = v.get_clip(3, 16, 4, &mut Rng::new(0)).unwrap();
+        let stack = FrameStack {
+            clips: video(Split::Train),
+            frames: 4,
+        };
+        let s = stack.get(3, 16, &mut Rng::new(0)).unwrap();
+        assert_eq!((s.height, s.width), (64, 16));
+        assert_eq!(s.image.len(), 4 * 3 * 16 * 16);
+        for (k, f) in clip.frames.iter().enumerate() {
+            assert_eq!(&s.image[k * 768..(k + 1) * 768], &f.image[..], "frame {k}");
+        }
+        assert_eq!((s.text, s.label), (clip.text, clip.label));
+        assert_eq!(s.mask.map(|m| m.len()), Some(4 * 256));
     }
 }

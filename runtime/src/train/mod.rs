@@ -3,6 +3,7 @@
 //! step, atomic checkpoints, resumption, a clean stop on Ctrl-C.
 
 pub mod clip;
+pub mod teacher;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,7 +15,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
-use pexc_compiler::lower::plan::{Ctor, DataPlan, PhasePlan, StagePlan};
+use pexc_compiler::lower::plan::{Ctor, DataPlan, PhasePlan, Plan, StagePlan};
 use serde_json::json;
 
 use crate::checkpoint::{self, Stored};
@@ -23,7 +24,7 @@ use crate::optim::{global_grad_norm, OptimConfig, Optimizer};
 use crate::rng::SplitMix;
 use crate::rundir::RunDir;
 use crate::schedule::lr_at;
-use clip::{Batch, ClipModel, Towers};
+use clip::{Batch, ClipModel, DecoderBatch, Towers};
 
 /// How a stage runs.
 #[derive(Clone, Debug)]
@@ -73,14 +74,86 @@ fn tokens<B: AutodiffBackend>(
     Tensor::from_data(TensorData::new(ids, [texts.len(), context]), device)
 }
 
-/// Images of a batch as one (n, 3, r, r) tensor.
-fn images<B: AutodiffBackend>(samples: &[data::Sample], device: &B::Device) -> Tensor<B, 4> {
-    let (h, w) = samples.first().map_or((0, 0), |s| (s.height, s.width));
-    let mut v = Vec::with_capacity(samples.len() * 3 * h * w);
+/// Images of a batch as one (n * frames, 3, r, r) tensor: a sample of stacked frames
+/// (`data::FrameStack`) gives its frames in order.
+pub fn images<B: burn::tensor::backend::Backend>(
+    samples: &[data::Sample],
+    frames: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let frames = frames.max(1);
+    let (h, w) = samples
+        .first()
+        .map_or((0, 0), |s| (s.height / frames, s.width));
+    let mut v = Vec::with_capacity(samples.len() * 3 * h * w * frames);
     for s in samples {
         v.extend_from_slice(&s.image);
     }
-    Tensor::from_data(TensorData::new(v, [samples.len(), 3, h, w]), device)
+    Tensor::from_data(
+        TensorData::new(v, [samples.len() * frames, 3, h, w]),
+        device,
+    )
+}
+
+/// The decoder's next-token batch of `texts`: input ids `[SOT, t1, ..]` of `context`
+/// ids, the ids they predict (shifted by one), and weight 1 up to and with the end token.
+pub fn decoder_batch<B: burn::tensor::backend::Backend>(
+    tok: &data::Tokenizer,
+    texts: &[String],
+    context: usize,
+    device: &B::Device,
+) -> DecoderBatch<B> {
+    let n = texts.len();
+    let (mut input, mut target, mut weight) = (
+        Vec::with_capacity(n * context),
+        Vec::with_capacity(n * context),
+        Vec::with_capacity(n * context),
+    );
+    for t in texts {
+        let (row, eot) = tok.encode(t, context + 1);
+        input.extend_from_slice(&row[..context]);
+        target.extend_from_slice(&row[1..]);
+        weight.extend((0..context).map(|j| if j < eot { 1f32 } else { 0.0 }));
+    }
+    DecoderBatch {
+        input: Tensor::from_data(TensorData::new(input, [n, context]), device),
+        target: Tensor::from_data(TensorData::new(target, [n, context]), device),
+        weight: Tensor::from_data(TensorData::new(weight, [n, context]), device),
+    }
+}
+
+/// The text a decoder learns from for the sample at stage position `pos`: its caption,
+/// or (half the time, where the data has them) one of its question/answer pairs as
+/// "question answer" (PE-lang trains on captions and QA).
+pub fn decoder_text(
+    ds: &dyn Dataset,
+    idx: usize,
+    caption: &str,
+    seed: u64,
+    pos: u64,
+) -> Result<String, String> {
+    let qa = ds.questions(idx).map_err(|e| e.to_string())?;
+    let mut r = SplitMix::derive(seed, 0x9A, pos);
+    if qa.is_empty() || r.below(2) == 0 {
+        return Ok(caption.to_string());
+    }
+    let (q, a) = &qa[r.below(qa.len())];
+    Ok(format!("{q} {a}"))
+}
+
+/// Removes from `grads` the gradients of `module`'s parameters (a model frozen in a
+/// phase is not updated, nor counted in the gradient norm).
+fn drop_grads<B: AutodiffBackend, M: burn::module::Module<B>>(module: &M, grads: &mut GradientsParams) {
+    use burn::module::{ModuleVisitor, Param};
+    struct Drop<'a> {
+        grads: &'a mut GradientsParams,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Drop<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = self.grads.remove::<B::InnerBackend, D>(param.id);
+        }
+    }
+    module.visit(&mut Drop { grads });
 }
 
 /// The checkpoint file of `step`.
@@ -135,6 +208,7 @@ fn sample_at(pos: u64, len: usize, seed: u64, orders: &mut HashMap<u64, Vec<usiz
 /// from an earlier stage, by tower (`vision`, `text`), keyed by path inside the tower.
 pub fn train_stage<B: AutodiffBackend>(
     stage: &StagePlan,
+    plan: &Plan,
     dir: &RunDir,
     init: &HashMap<String, HashMap<String, Stored>>,
     opts: &StageOptions,
@@ -145,22 +219,49 @@ pub fn train_stage<B: AutodiffBackend>(
     let mut model: ClipModel<B> = ClipModel::new(&towers, stage, device);
     // Towers that start from an earlier stage or a file: tensors keyed by their path
     // inside the tower.
+    let cannot = |name: &Option<String>, e: String| {
+        format!(
+            "stage `{}`: cannot initialise `{}`: {e}",
+            stage.name,
+            name.as_deref().unwrap_or("?")
+        )
+    };
     if let Some(t) = init.get("vision") {
-        model.vision = checkpoint::assign(model.vision, t, "").map_err(|e| {
-            format!(
-                "stage `{}`: cannot initialise `{}`: {e}",
-                stage.name, towers.vision
-            )
-        })?;
+        // A `layer_scale` regulariser adds LayerScale to a tower trained without it: its
+        // factors start at the regulariser's value.
+        model.vision = checkpoint::assign_allowing(model.vision, t, "", |k| k.contains(".ls_"))
+            .map_err(|e| cannot(&Some(towers.vision.clone()), e))?;
     }
     if let Some(t) = init.get("text") {
-        model.text = checkpoint::assign(model.text, t, "").map_err(|e| {
-            format!(
-                "stage `{}`: cannot initialise `{}`: {e}",
-                stage.name, towers.text
-            )
-        })?;
+        if let Some(m) = model.text.take() {
+            let m = checkpoint::assign(m, t, "").map_err(|e| cannot(&towers.text, e))?;
+            model.text = Some(m);
+        }
     }
+
+    if let Some(t) = init.get("proj") {
+        if let Some(m) = model.proj.take() {
+            let m = checkpoint::assign(m, t, "").map_err(|e| cannot(&towers.proj, e))?;
+            model.proj = Some(m);
+        }
+    }
+
+    if let Some(t) = init.get("decoder") {
+        if let Some(m) = model.decoder.take() {
+            let m = checkpoint::assign(m, t, "").map_err(|e| cannot(&towers.decoder, e))?;
+            model.decoder = Some(m);
+        }
+    }
+
+    let inner_device = device.clone();
+    let teachers = teacher::build::<B::InnerBackend>(
+        stage,
+        plan,
+        towers.vision_config.patch,
+        init,
+        &inner_device,
+    )?;
+    let base_drop_path = towers.vision_config.drop_path;
     let first_opt = stage
         .phases
         .first()
@@ -193,7 +294,8 @@ pub fn train_stage<B: AutodiffBackend>(
     let mut datasets: HashMap<String, Arc<dyn Dataset>> = HashMap::new();
     let mut last_checkpoint = checkpoint_path(dir, &stage.name, start_step);
     let tokenizer = stage_tokenizer(stage, &towers)?;
-    let context = towers.text_config.context;
+    let context = towers.text_config.as_ref().map(|t| t.context);
+    let dec_context = towers.decoder_config.as_ref().map(|d| d.context);
     let bad_log = Arc::new(data::BadLog::default());
     // Non-finite steps skipped before a resume count against the budget too.
     let mut skipped_steps = dir
@@ -217,7 +319,46 @@ pub fn train_stage<B: AutodiffBackend>(
         if let Some(o) = &phase.optimizer {
             optim.reconfigure(OptimConfig::from_plan(o)?);
         }
-        let ds = dataset(phase, &mut datasets, &tokenizer, context, &bad_log)?;
+        let frames = phase.frames.unwrap_or(1).max(1) as usize;
+        let ds = dataset(
+            phase,
+            dir,
+            &mut datasets,
+            &tokenizer,
+            towers.context(),
+            &bad_log,
+        )?;
+        // The phase's regularisers and what it trains.
+        let drop_path = phase
+            .regularize
+            .iter()
+            .find(|r| r.ctor == "drop_path")
+            .and_then(|r| r.float("p"));
+        match drop_path {
+            Some(p) => model.set_drop_path(p),
+            None => {
+                for b in model.vision.transformer.resblocks.iter_mut() {
+                    b.drop_path = base_drop_path;
+                }
+            }
+        }
+        let token_mask = phase
+            .regularize
+            .iter()
+            .find(|r| r.ctor == "token_mask")
+            .map(|r| {
+                let (br, bc) = r.pair("block").unwrap_or((1.0, 1.0));
+                (
+                    r.float("ratio").unwrap_or(0.0),
+                    (br.max(1.0) as usize, bc.max(1.0) as usize),
+                )
+            });
+        let trained: Vec<&str> = phase
+            .train
+            .iter()
+            .filter_map(|m| towers.part(m))
+            .collect();
+        let next_token = phase.loss.iter().any(|l| l.term.ctor == "next_token");
         let batch = phase.batch as usize;
         let res = phase.resolution as usize;
         let copies = clip::masked_copies(&phase.loss, batch);
@@ -227,10 +368,11 @@ pub fn train_stage<B: AutodiffBackend>(
             .find(|l| l.term.ctor == "mask_regularization")
             .and_then(|l| l.term.float("ratio"))
             .unwrap_or(0.0);
-        let patches = {
-            let g = res / towers.vision_config.patch.max(1);
-            g * g
-        };
+        let grid = (
+            res / towers.vision_config.patch.max(1),
+            res / towers.vision_config.patch.max(1),
+        );
+        let patches = grid.0 * grid.1;
         let began = phase.first_step.max(start_step);
         cursor += (began - phase.first_step) * phase.batch;
         // Every step's samples and augmentation seeds are a function of the stage seed and
@@ -252,6 +394,7 @@ pub fn train_stage<B: AutodiffBackend>(
                 }
             })
             .collect();
+        let step_indices: Vec<Vec<usize>> = requests.iter().map(|r| r.indices.clone()).collect();
         let mut loader = data::Prefetch::new(ds.clone(), LOAD_WORKERS, LOAD_DEPTH, requests);
         let t_phase = Instant::now();
         for step in began..end {
@@ -266,14 +409,50 @@ pub fn train_stage<B: AutodiffBackend>(
                 .next()
                 .ok_or_else(|| format!("stage `{}`: the data loader stopped early", stage.name))?
                 .map_err(|e| format!("stage `{}`, phase `{}`: {e}", stage.name, phase.name))?;
-            cursor += batch as u64;
             let texts: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
             let mut mask_rng = SplitMix::derive(stage.seed, 0x3A5C, step);
+            let inner_images = images::<B::InnerBackend>(&samples, frames, &inner_device);
+            let nf = samples.len() * frames;
+            let decoder = match dec_context.filter(|_| next_token) {
+                Some(ctx) => {
+                    let idx = &step_indices[(step - began) as usize];
+                    let mut dec_texts = Vec::with_capacity(texts.len());
+                    for (k, t) in texts.iter().enumerate() {
+                        dec_texts.push(decoder_text(
+                            ds.as_ref(),
+                            idx[k],
+                            t,
+                            stage.seed,
+                            cursor + k as u64,
+                        )?);
+                    }
+                    Some(decoder_batch::<B>(&tokenizer, &dec_texts, ctx, device))
+                }
+                None => None,
+            };
+            cursor += batch as u64;
+            let teacher_out = teacher::outputs(
+                &teachers,
+                &inner_images,
+                &samples,
+                frames,
+                &inner_device,
+            )
+            .map_err(|e| format!("stage `{}`, phase `{}`: {e}", stage.name, phase.name))?;
             let b = Batch {
-                images: images::<B>(&samples, device),
-                tokens: tokens::<B>(&tokenizer, &texts, context, device),
+                images: Tensor::from_inner(inner_images),
+                frames,
+                tokens: context.map(|c| tokens::<B>(&tokenizer, &texts, c, device)),
                 masks: (copies > 0)
                     .then(|| clip::patch_masks::<B>(copies, patches, ratio, &mut mask_rng, device)),
+                token_mask: token_mask.map(|(r, blk)| {
+                    let mut rng = SplitMix::derive(stage.seed, 0x70CE, step);
+                    let m = clip::block_masks(nf, grid, blk, r, &mut rng);
+                    Tensor::from_data(TensorData::new(m, [nf, patches]), device)
+                }),
+                decoder,
+                teachers: teacher::lift::<B>(teacher_out),
+                vision_frozen: !trained.contains(&"vision"),
             };
             let step_no = step + 1;
             let mut out = clip::forward(&model, &b, &phase.loss);
@@ -300,6 +479,19 @@ pub fn train_stage<B: AutodiffBackend>(
             } else {
                 let grads = out.total.backward();
                 let mut gp = GradientsParams::from_grads(grads, &model);
+                // Models a phase does not train keep their weights.
+                if !trained.contains(&"vision") {
+                    drop_grads(&model.vision, &mut gp);
+                }
+                if !trained.contains(&"text") {
+                    drop_grads(&model.text, &mut gp);
+                }
+                if !trained.contains(&"proj") {
+                    drop_grads(&model.proj, &mut gp);
+                }
+                if !trained.contains(&"decoder") {
+                    drop_grads(&model.decoder, &mut gp);
+                }
                 norm = global_grad_norm(&model, &gp);
                 if crate::fault::inf_grad(step_no) {
                     norm = f64::INFINITY;
@@ -380,7 +572,9 @@ pub fn train_stage<B: AutodiffBackend>(
                     line["lr"] = json!(lr);
                     line["samples_per_s"] = json!(batch as f64 / dt.max(1e-9));
                     line["grad_norm"] = json!(norm);
-                    line["logit_scale"] = json!(scalar(model.logit_scale.val().exp()));
+                    if model.text.is_some() {
+                        line["logit_scale"] = json!(scalar(model.logit_scale.val().exp()));
+                    }
                     line
                 }
             };
@@ -553,31 +747,30 @@ pub fn on_bad(ctor: &Ctor) -> Result<Option<data::OnBad>, String> {
 /// `on_bad` rule, with captions checked against the context.
 fn dataset(
     phase: &PhasePlan,
+    dir: &RunDir,
     cache: &mut HashMap<String, Arc<dyn Dataset>>,
     tokenizer: &data::Tokenizer,
-    context: usize,
+    context: Option<usize>,
     log: &Arc<data::BadLog>,
 ) -> Result<Arc<dyn Dataset>, String> {
-    let ctor = match &phase.data {
-        Some(DataPlan::Source(c)) => c,
-        Some(DataPlan::Stage { stage, dataset }) => {
-            return Err(format!(
-                "phase `{}`: data written by stage `{stage}` (`{stage}.{dataset}`) is not supported by this runtime yet",
-                phase.name
-            ))
-        }
-        None => return Err(format!("phase `{}` has no data", phase.name)),
-    };
-    let key = serde_json::to_string(ctor).unwrap_or_default();
+    let ctor = phase_source(phase, dir)?;
+    let frames = phase.frames.unwrap_or(1).max(1) as usize;
+    let key = format!("{}/{frames}", serde_json::to_string(&ctor).unwrap_or_default());
     if let Some(d) = cache.get(&key) {
         return Ok(d.clone());
     }
-    let raw: Arc<dyn Dataset> =
-        Arc::from(data::open(ctor, Split::Train).map_err(|e| e.to_string())?);
+    let raw: Arc<dyn Dataset> = if phase.frames.is_some() {
+        Arc::new(data::FrameStack {
+            clips: data::open_video(&ctor, Split::Train).map_err(|e| e.to_string())?,
+            frames,
+        })
+    } else {
+        Arc::from(data::open(&ctor, Split::Train).map_err(|e| e.to_string())?)
+    };
     let d: Arc<dyn Dataset> = Arc::new(data::Screened::new(
         raw,
-        on_bad(ctor)?,
-        Some((tokenizer.clone(), context)),
+        on_bad(&ctor)?,
+        context.map(|c| (tokenizer.clone(), c)),
         log.clone(),
     ));
     if d.is_empty() {
@@ -591,20 +784,64 @@ fn dataset(
     Ok(d)
 }
 
+/// The data source of a phase: its constructor, or for data an earlier stage wrote
+/// (`engine.captions`) the `video_text` dataset that stage left in the run directory.
+pub fn phase_source(phase: &PhasePlan, dir: &RunDir) -> Result<Ctor, String> {
+    match &phase.data {
+        Some(DataPlan::Source(c)) => Ok(c.clone()),
+        Some(DataPlan::Stage { stage, dataset }) => {
+            let root = crate::caption::dataset_dir(dir, stage, dataset);
+            if !root.join(crate::caption::CAPTIONS).exists() {
+                return Err(format!(
+                    "phase `{}`: stage `{stage}` has not written `{stage}.{dataset}` in this run directory",
+                    phase.name
+                ));
+            }
+            Ok(crate::caption::video_text(&root))
+        }
+        None => Err(format!("phase `{}` has no data", phase.name)),
+    }
+}
+
 /// The stage's tokenizer: the data's `tokenizer.json` when it names one, else a byte-level
-/// BPE learned from the first phase's training captions, to the text tower's vocabulary.
-fn stage_tokenizer(stage: &StagePlan, towers: &Towers) -> Result<data::Tokenizer, String> {
+/// BPE learned from the first phase's training captions (and, for a decoder, the data's
+/// questions and answers), to the vocabulary of the stage's text models. A stage without
+/// text models gets a bytes-only tokenizer it never uses.
+pub fn stage_tokenizer(stage: &StagePlan, towers: &Towers) -> Result<data::Tokenizer, String> {
     let phase = stage
         .phases
         .first()
         .ok_or_else(|| format!("stage `{}` has no phases", stage.name))?;
+    let Some(vocab) = towers.vocab() else {
+        return Ok(data::Tokenizer::bytes_bpe(&[], 300));
+    };
     match &phase.data {
-        Some(DataPlan::Source(c)) => tokenizer_for(c, towers.text_config.vocab),
+        Some(DataPlan::Source(c)) if towers.decoder.is_some() => lang_tokenizer(c, vocab),
+        Some(DataPlan::Source(c)) => tokenizer_for(c, vocab),
         _ => Err(format!(
             "stage `{}`: no data to learn a tokenizer from",
             stage.name
         )),
     }
+}
+
+/// A decoder's tokenizer: learned from the captions and the question/answer texts of the
+/// data (or its `tokenizer.json`).
+pub fn lang_tokenizer(ctor: &Ctor, vocab: usize) -> Result<data::Tokenizer, String> {
+    if ctor.str("tokenizer").is_some() {
+        return tokenizer_for(ctor, vocab);
+    }
+    let ds = data::open(ctor, Split::Train).map_err(|e| e.to_string())?;
+    let n = ds.len().min(2000);
+    let mut texts = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        texts.push(ds.text(i).map_err(|e| e.to_string())?);
+        for (q, a) in ds.questions(i).map_err(|e| e.to_string())? {
+            texts.push(format!("{q} {a}"));
+        }
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    Ok(data::Tokenizer::bytes_bpe(&refs, vocab))
 }
 
 /// The tokenizer of a data source for a text tower of `vocab` ids.
