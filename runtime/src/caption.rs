@@ -189,6 +189,7 @@ pub fn run_caption_stage<B: Backend>(
     dir: &RunDir,
     init: &HashMap<String, HashMap<String, Stored>>,
     progress: bool,
+    limit: Option<usize>,
     device: &B::Device,
 ) -> Result<Value, String> {
     let fail = |e: String| format!("stage `{}`: {e}", stage.name);
@@ -254,7 +255,8 @@ pub fn run_caption_stage<B: Backend>(
     };
     let mut lines = String::new();
     let mut examples = Vec::new();
-    let n = clips.len();
+    // `--smoke` captions a few clips only.
+    let n = limit.map_or(clips.len(), |l| l.min(clips.len()));
     let mut rng = data::Rng::new(stage.seed);
     for start in (0..n).step_by(batch) {
         let end = (start + batch).min(n);

@@ -185,13 +185,7 @@ fn embed_clips<B: Backend>(
             Some(p) => p,
             None => out.tokens.mean_dim(1).squeeze_dim::<2>(1),
         };
-        let [nf, d] = pooled.dims();
-        parts.push(normalize(
-            pooled
-                .reshape([nf / frames, frames, d])
-                .mean_dim(1)
-                .reshape([nf / frames, d]),
-        ));
+        parts.push(normalize(crate::train::clip::frame_pool(pooled, frames)));
     }
     Tensor::cat(parts, 0)
 }

@@ -178,6 +178,7 @@ fn run_with<B: AutodiffBackend>(
                 &dir,
                 &init,
                 opts.progress,
+                opts.smoke.then_some(16),
                 &Default::default(),
             )?;
             eval.insert(stage.name.clone(), json!({"captions": wrote.clone()}));

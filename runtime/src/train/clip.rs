@@ -397,7 +397,6 @@ pub fn forward<B: AutodiffBackend>(
 ) -> StepLoss<B> {
     let [nf, _, _, _] = batch.images.dims();
     let frames = batch.frames.max(1);
-    let n = nf / frames;
     let device = batch.images.device();
     // Masked copies ride in the same forward pass as the originals, after them; the
     // originals' pooled embeddings feed the contrastive loss, the copies' tokens only the
@@ -451,12 +450,7 @@ pub fn forward<B: AutodiffBackend>(
         } else {
             pooled
         };
-        let [_, d] = pooled.dims();
-        if frames > 1 {
-            pooled.reshape([n, frames, d]).mean_dim(1).reshape([n, d])
-        } else {
-            pooled
-        }
+        frame_pool(pooled, frames)
     });
     let txt = match (&model.text, &batch.tokens) {
         (Some(t), Some(ids)) if embedding_losses => Some(t.forward(ids.clone())),
@@ -576,6 +570,21 @@ pub fn forward<B: AutodiffBackend>(
     }
 }
 
+/// PE's video embedding: per-frame embeddings (n * frames, d), the frames of a clip
+/// consecutive, averaged into one per clip (n, d).
+pub fn frame_pool<B: Backend>(per_frame: Tensor<B, 2>, frames: usize) -> Tensor<B, 2> {
+    let frames = frames.max(1);
+    if frames == 1 {
+        return per_frame;
+    }
+    let [nf, d] = per_frame.dims();
+    let n = nf / frames;
+    per_frame
+        .reshape([n, frames, d])
+        .mean_dim(1)
+        .reshape([n, d])
+}
+
 /// Random patch masks: `ratio` of each copy's patches, exactly, chosen by `rng`.
 pub fn patch_masks<B: Backend>(
     copies: usize,
@@ -634,6 +643,19 @@ pub fn block_masks(
 mod tests {
     use super::*;
     use crate::rng::SplitMix;
+
+    #[test]
+    fn frame_pool_averages_each_clips_consecutive_frames() {
+        use burn::backend::Flex;
+        let dev = Default::default();
+        // Two clips of three frames, 2-d embeddings: clip 0 rows 0..3, clip 1 rows 3..6.
+        let rows: Vec<f32> = vec![1., 0., 2., 0., 3., 0., 0., 10., 0., 20., 0., 60.];
+        let x = Tensor::<Flex, 2>::from_data(TensorData::new(rows, [6, 2]), &dev);
+        let pooled = frame_pool(x, 3);
+        assert_eq!(pooled.dims(), [2, 2]);
+        let v = pooled.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(v, vec![2.0, 0.0, 0.0, 30.0]);
+    }
 
     #[test]
     fn block_masks_mask_whole_blocks_at_the_ratio() {

@@ -187,14 +187,7 @@ pub fn outputs<B: Backend>(
                 let img = vision
                     .encode(images.clone())
                     .ok_or_else(|| format!("teacher `{name}`: its vision tower does not pool"))?;
-                let [nf, d] = img.dims();
-                let img = if frames > 1 {
-                    img.reshape([nf / frames, frames, d])
-                        .mean_dim(1)
-                        .reshape([nf / frames, d])
-                } else {
-                    img
-                };
+                let img = super::clip::frame_pool(img, frames);
                 let mut ids = Vec::with_capacity(samples.len() * context);
                 for s in samples {
                     ids.extend(tokenizer.encode(&s.text, *context).0);
