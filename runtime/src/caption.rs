@@ -193,7 +193,13 @@ pub fn run_caption_stage<B: Backend>(
     device: &B::Device,
 ) -> Result<Value, String> {
     let fail = |e: String| format!("stage `{}`: {e}", stage.name);
-    let towers: Towers = clip::towers(stage)?;
+    let mut towers: Towers = clip::towers(stage)?;
+    // The language stage may have added LayerScale to the tower it trained.
+    if let Some(v) = init.get("vision") {
+        if checkpoint::has_layer_scale(v) && towers.vision_config.layer_scale.is_none() {
+            towers.vision_config.layer_scale = Some(1.0);
+        }
+    }
     let dec = towers
         .decoder_config
         .clone()

@@ -169,6 +169,13 @@ pub fn assign_allowing<B: Backend, M: Module<B>>(
     }
 }
 
+/// Whether a tower's stored tensors hold LayerScale factors (a tower trained with a
+/// `layer_scale` regulariser has them though its declaration has none): a tower built to
+/// load them must have LayerScale too.
+pub fn has_layer_scale(tensors: &HashMap<String, Stored>) -> bool {
+    tensors.keys().any(|k| k.contains(".ls_1."))
+}
+
 /// Optimizer moments as stored tensors.
 pub fn collect_moments<B: Backend>(state: &HashMap<String, Moments<B>>) -> Vec<(String, Stored)> {
     let mut keys: Vec<&String> = state.keys().collect();

@@ -384,7 +384,6 @@ fn start_model<B: Backend>(
     t.decoder = None;
     t.proj_config = None;
     t.decoder_config = None;
-    let mut m: ClipModel<B> = ClipModel::new(&t, stage, device);
     let part = |p: &str| -> std::collections::HashMap<String, crate::checkpoint::Stored> {
         let prefix = format!("{p}.");
         tensors
@@ -392,7 +391,12 @@ fn start_model<B: Backend>(
             .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|r| (r.to_string(), v.clone())))
             .collect()
     };
-    m.vision = crate::checkpoint::assign_allowing(m.vision, &part("vision"), "", |k| {
+    let vision = part("vision");
+    if crate::checkpoint::has_layer_scale(&vision) && t.vision_config.layer_scale.is_none() {
+        t.vision_config.layer_scale = Some(1.0);
+    }
+    let mut m: ClipModel<B> = ClipModel::new(&t, stage, device);
+    m.vision = crate::checkpoint::assign_allowing(m.vision, &vision, "", |k| {
         k.contains(".ls_")
     })?;
     if let Some(text) = m.text.take() {

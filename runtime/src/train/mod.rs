@@ -214,7 +214,13 @@ pub fn train_stage<B: AutodiffBackend>(
     opts: &StageOptions,
     device: &B::Device,
 ) -> Result<Trained<B>, String> {
-    let towers = clip::towers(stage)?;
+    let mut towers = clip::towers(stage)?;
+    // A tower an earlier stage trained with LayerScale keeps it.
+    if let Some(v) = init.get("vision") {
+        if checkpoint::has_layer_scale(v) && towers.vision_config.layer_scale.is_none() {
+            towers.vision_config.layer_scale = Some(1.0);
+        }
+    }
     B::seed(device, stage.seed);
     let mut model: ClipModel<B> = ClipModel::new(&towers, stage, device);
     // Towers that start from an earlier stage or a file: tensors keyed by their path

@@ -84,6 +84,10 @@ fn frozen<B: Backend>(
         .position(|m| m.role == Role::Vision)
         .ok_or_else(|| fail("a frozen teacher without a vision tower".into()))?;
     let mut vcfg = VitConfig::from_plan(&t.models[vi].config).map_err(fail)?;
+    if checkpoint::has_layer_scale(weights(vi)?) && vcfg.layer_scale.is_none() {
+        // Its stage added LayerScale (a `layer_scale` regulariser): the values load below.
+        vcfg.layer_scale = Some(1.0);
+    }
     if let Some(b) = t.block {
         // Only the blocks up to the tapped one run.
         vcfg.depth = (b as usize + 1).min(vcfg.depth);
