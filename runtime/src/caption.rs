@@ -87,15 +87,27 @@ pub fn summarise(first: &Answers, middle: &Answers, last: &Answers) -> String {
     } else {
         format!("{} ", first.colour)
     };
-    if !first.colour.is_empty() && !last.colour.is_empty() && first.colour != last.colour {
+    // A change counts when the middle frame agrees with it (is the first's or the last's
+    // value, or between them): one misread frame is not a motion.
+    let colour_changes = !first.colour.is_empty()
+        && !last.colour.is_empty()
+        && first.colour != last.colour
+        && (middle.colour == first.colour || middle.colour == last.colour);
+    if colour_changes {
         return format!(
             "a {shape} turning from {} to {}",
             first.colour, last.colour
         );
     }
     let (r0, c0) = cell(&first.position);
+    let (rm, cm) = cell(&middle.position);
     let (r1, c1) = cell(&last.position);
-    let (dy, dx) = (r1 - r0, c1 - c0);
+    let between = |a: i32, m: i32, b: i32| a.min(b) <= m && m <= a.max(b);
+    let (dy, dx) = if between(r0, rm, r1) && between(c0, cm, c1) {
+        (r1 - r0, c1 - c0)
+    } else {
+        (0, 0)
+    };
     if dx != 0 && dx.abs() >= dy.abs() {
         let dir = if dx > 0 { "right" } else { "left" };
         return format!("a {colour}{shape} moving {dir}");
@@ -105,6 +117,7 @@ pub fn summarise(first: &Answers, middle: &Answers, last: &Answers) -> String {
         return format!("a {colour}{shape} moving {dir}");
     }
     match (first.size.as_str(), last.size.as_str()) {
+        _ if middle.size != first.size && middle.size != last.size => format!("a {colour}{shape}"),
         ("small", "large") => format!("a {colour}{shape} growing"),
         ("large", "small") => format!("a {colour}{shape} shrinking"),
         _ => format!("a {colour}{shape}"),
@@ -441,6 +454,17 @@ mod tests {
         );
         assert_eq!(
             s(a("", "red", "top", "large"), a("", "red", "top", "large")),
+            "a red circle"
+        );
+        // The middle frame must agree: a colour, a cell or a size it contradicts is noise.
+        let odd = a("circle", "red", "bottom right", "large");
+        assert_eq!(
+            summarise(&a("", "red", "top", "small"), &odd, &a("", "blue", "top", "small")),
+            "a circle turning from red to blue"
+        );
+        let odd = a("circle", "purple", "bottom right", "small");
+        assert_eq!(
+            summarise(&a("", "red", "left", "small"), &odd, &a("", "blue", "right", "small")),
             "a red circle"
         );
     }

@@ -176,6 +176,28 @@ pub fn has_layer_scale(tensors: &HashMap<String, Stored>) -> bool {
     tensors.keys().any(|k| k.contains(".ls_1."))
 }
 
+/// Prepares the stored tensors of a tower trained without LayerScale for a tower with
+/// LayerScale factors starting at `init` (a `layer_scale` regulariser on a pretrained
+/// tower): each block's branch output projections (`attn.out_proj`, `mlp.c_proj`) are
+/// divided by `init`, so that `init * W' x = W x` and the tower computes what it computed
+/// before; the factors then learn from there. Without this, inserting a factor of 0.1 on
+/// every branch would shrink every block's contribution tenfold and undo pretraining.
+pub fn insert_layer_scale(tensors: &mut HashMap<String, Stored>, init: f64) {
+    if init <= 0.0 || has_layer_scale(tensors) {
+        return;
+    }
+    let k = (1.0 / init) as f32;
+    for (key, t) in tensors.iter_mut() {
+        let branch_out = key.starts_with("transformer.resblocks.")
+            && (key.contains(".attn.out_proj.") || key.contains(".mlp.c_proj."));
+        if branch_out {
+            for v in &mut t.values {
+                *v *= k;
+            }
+        }
+    }
+}
+
 /// Optimizer moments as stored tensors.
 pub fn collect_moments<B: Backend>(state: &HashMap<String, Moments<B>>) -> Vec<(String, Stored)> {
     let mut keys: Vec<&String> = state.keys().collect();

@@ -323,7 +323,7 @@ pub fn evaluate_stage<B: Backend>(
         out["questions"] = crate::caption::qa_accuracy(model, &tok, ctor, &held, dc.context, device)?;
     }
     if let Some(ctor) = &image_ctor {
-        let train = held_samples(ctor, Split::Train, res, if smoke { 64 } else { 1000 })?;
+        let train = held_samples(ctor, Split::Train, res, if smoke { 64 } else { 600 })?;
         let held = held_samples(ctor, Split::HeldOut, res, limit)?;
         let classes = data::open(ctor, Split::Train)
             .map_err(|e| e.to_string())?

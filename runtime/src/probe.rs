@@ -46,6 +46,10 @@ pub struct LayerScores {
     /// Mean IoU of the per-patch probe over the categories (background included) that
     /// appear in the held-out targets or predictions.
     pub dense: Vec<f64>,
+    /// The same per-patch predictions scored class-agnostically: mean IoU of object
+    /// (any shape class) against background, the segmentation a class-agnostic teacher
+    /// such as SAM's mask logits speaks to.
+    pub objects: Vec<f64>,
 }
 
 impl LayerScores {
@@ -59,6 +63,9 @@ impl LayerScores {
             "blocks": blocks,
             "classification_top1": self.classification,
             "dense_miou": self.dense,
+            "object_miou": self.objects,
+            "best_object": best(&self.objects),
+            "last_object": last(&self.objects),
             "best_classification": best(&self.classification),
             "last_classification": last(&self.classification),
             "best_dense": best(&self.dense),
@@ -273,6 +280,10 @@ pub fn layer_analysis<B: Backend>(
             .iter()
             .map(|cm| mean_iou(cm, categories))
             .collect(),
+        objects: confusion
+            .iter()
+            .map(|cm| mean_iou(&object_confusion(cm, categories), 2))
+            .collect(),
     })
 }
 
@@ -458,6 +469,17 @@ fn choose(n: usize, take: usize, image: usize) -> Vec<usize> {
 
 /// Mean IoU of a `k x k` confusion matrix (`cm[target * k + prediction]`) over the
 /// categories that occur as a target or a prediction; 0 when none does.
+/// A (k x k) confusion matrix collapsed to (background, object) x (background, object).
+fn object_confusion(cm: &[u64], k: usize) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for t in 0..k {
+        for p in 0..k {
+            out[usize::from(t > 0) * 2 + usize::from(p > 0)] += cm[t * k + p];
+        }
+    }
+    out
+}
+
 fn mean_iou(cm: &[u64], k: usize) -> f64 {
     let mut sum = 0.0;
     let mut present = 0usize;
@@ -788,6 +810,11 @@ mod tests {
         let want = (1.0 / 3.0 + 2.0 / 3.0 + 0.0) / 3.0;
         assert!((mean_iou(&cm, k) - want).abs() < 1e-12);
         assert_eq!(mean_iou(&vec![0; k * k], k), 0.0);
+        // Class-agnostic: targets [bg, bg, obj, obj, obj], predictions [bg, obj, obj, obj,
+        // bg]: background IoU 1 / 3, object IoU 2 / 4.
+        let o = object_confusion(&cm, k);
+        assert_eq!(o, [1, 1, 1, 2]);
+        assert!((mean_iou(&o, 2) - (1.0 / 3.0 + 0.5) / 2.0).abs() < 1e-12);
     }
 
     #[test]

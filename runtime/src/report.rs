@@ -231,9 +231,11 @@ pub fn markdown(
             let l = &e["layers"];
             if let (Some(cls), Some(dense)) = (l["classification_top1"].as_array(), l["dense_miou"].as_array()) {
                 let _ = writeln!(s, "\nLayer-wise probes (frozen features of every block; 1-based blocks):\n");
-                let _ = writeln!(s, "| block | classification top-1 | dense mIoU |\n|---|---|---|");
+                let _ = writeln!(s, "| block | classification top-1 | dense mIoU | object mIoU |\n|---|---|---|---|");
+                let objects = l["object_miou"].as_array().cloned().unwrap_or_default();
                 for (k, (a, b)) in cls.iter().zip(dense).enumerate() {
-                    let _ = writeln!(s, "| {} | {:.1}% | {:.3} |", k + 1, 100.0 * a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+                    let o = objects.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                    let _ = writeln!(s, "| {} | {:.1}% | {:.3} | {o:.3} |", k + 1, 100.0 * a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
                 }
                 let _ = writeln!(s, "\n![layers](plots/{}_layers.svg)", st.name);
             }

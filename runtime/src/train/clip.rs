@@ -126,16 +126,7 @@ pub fn towers(stage: &StagePlan) -> Result<Towers, String> {
     for t in &stage.teachers {
         match t.kind.as_str() {
             "frozen" => {}
-            "mask_logits" => {
-                let source = t.args.as_ref().and_then(|a| a.str("source"));
-                if source != Some("synthetic") {
-                    return Err(unsupported(format!(
-                        "teacher `{}`: mask logits read from disk (`source: {:?}`); `source: \"synthetic\"` derives them from generated masks",
-                        t.name,
-                        source.unwrap_or("")
-                    )));
-                }
-            }
+            "mask_logits" => {}
             other => return Err(unsupported(format!("a `{other}` teacher"))),
         }
     }
@@ -643,6 +634,46 @@ pub fn block_masks(
 mod tests {
     use super::*;
     use crate::rng::SplitMix;
+
+    #[test]
+    fn inserted_layer_scale_keeps_the_pretrained_function() {
+        use crate::checkpoint::{assign_allowing, collect, insert_layer_scale};
+        use burn::backend::Flex;
+        let dev = Default::default();
+        let mut cfg = VitConfig {
+            patch: 4,
+            width: 16,
+            depth: 2,
+            heads: 2,
+            mlp: 32,
+            rope2d: true,
+            abs: true,
+            cls: true,
+            pool: crate::model::Pool::Attention { heads: 2 },
+            out: Some(8),
+            image: 8,
+            ln_post: true,
+            layer_scale: None,
+            drop_path: 0.0,
+        };
+        let plain = VisionTransformer::<Flex>::new(&cfg, &dev);
+        let x = crate::model::layers::normal::<Flex, 4>([2, 3, 8, 8], 1.0, &dev);
+        let want = plain.encode(x.clone()).unwrap().into_data().to_vec::<f32>().unwrap();
+        let mut tensors: HashMap<String, crate::checkpoint::Stored> =
+            collect(&plain, "").into_iter().collect();
+        insert_layer_scale(&mut tensors, 0.1);
+        cfg.layer_scale = Some(0.1);
+        let scaled = assign_allowing(VisionTransformer::<Flex>::new(&cfg, &dev), &tensors, "", |k| {
+            k.contains(".ls_")
+        })
+        .unwrap();
+        let gamma = scaled.transformer.resblocks[0].ls_1.as_ref().unwrap().gamma.val();
+        assert!((gamma.into_data().to_vec::<f32>().unwrap()[0] - 0.1).abs() < 1e-7);
+        let got = scaled.encode(x).unwrap().into_data().to_vec::<f32>().unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
 
     #[test]
     fn frame_pool_averages_each_clips_consecutive_frames() {

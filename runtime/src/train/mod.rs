@@ -123,8 +123,9 @@ pub fn decoder_batch<B: burn::tensor::backend::Backend>(
 }
 
 /// The text a decoder learns from for the sample at stage position `pos`: its caption,
-/// or (half the time, where the data has them) one of its question/answer pairs as
-/// "question answer" (PE-lang trains on captions and QA).
+/// or (three times in four, where the data has them) one of its question/answer pairs as
+/// "question answer" (PE-lang trains on captions and QA; the answers are what the data
+/// engine's captioner needs).
 pub fn decoder_text(
     ds: &dyn Dataset,
     idx: usize,
@@ -134,7 +135,7 @@ pub fn decoder_text(
 ) -> Result<String, String> {
     let qa = ds.questions(idx).map_err(|e| e.to_string())?;
     let mut r = SplitMix::derive(seed, 0x9A, pos);
-    if qa.is_empty() || r.below(2) == 0 {
+    if qa.is_empty() || r.below(4) == 0 {
         return Ok(caption.to_string());
     }
     let (q, a) = &qa[r.below(qa.len())];
@@ -234,8 +235,13 @@ pub fn train_stage<B: AutodiffBackend>(
     };
     if let Some(t) = init.get("vision") {
         // A `layer_scale` regulariser adds LayerScale to a tower trained without it: its
-        // factors start at the regulariser's value.
-        model.vision = checkpoint::assign_allowing(model.vision, t, "", |k| k.contains(".ls_"))
+        // factors start at the regulariser's value, the branch projections rescaled so
+        // that the tower starts from the function it was trained to.
+        let mut t = t.clone();
+        if let Some(ls) = towers.vision_config.layer_scale {
+            checkpoint::insert_layer_scale(&mut t, ls);
+        }
+        model.vision = checkpoint::assign_allowing(model.vision, &t, "", |k| k.contains(".ls_"))
             .map_err(|e| cannot(&Some(towers.vision.clone()), e))?;
     }
     if let Some(t) = init.get("text") {
@@ -437,10 +443,19 @@ pub fn train_stage<B: AutodiffBackend>(
                 None => None,
             };
             cursor += batch as u64;
+            let names: Vec<String> = if teachers.is_empty() {
+                Vec::new()
+            } else {
+                step_indices[(step - began) as usize]
+                    .iter()
+                    .map(|&i| ds.name(i))
+                    .collect()
+            };
             let teacher_out = teacher::outputs(
                 &teachers,
                 &inner_images,
                 &samples,
+                &names,
                 frames,
                 &inner_device,
             )
@@ -872,4 +887,27 @@ pub fn tokenizer_for(ctor: &Ctor, vocab: usize) -> Result<data::Tokenizer, Strin
         ));
     }
     Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn decoder_batches_shift_by_one_and_weigh_the_caption_through_its_end() {
+        let tok = data::Tokenizer::bytes_bpe(&["a red circle", "a blue square"], 300);
+        let (row, eot) = tok.encode("a red circle", 9);
+        let b = decoder_batch::<Flex>(&tok, &["a red circle".to_string()], 8, &Default::default());
+        let input = b.input.into_data().to_vec::<i64>().unwrap();
+        let target = b.target.into_data().to_vec::<i64>().unwrap();
+        let weight = b.weight.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(input, row[..8].to_vec());
+        assert_eq!(target, row[1..9].to_vec());
+        // Targets 1..=eot (the caption and its end token) count; padding does not.
+        for (j, w) in weight.iter().enumerate() {
+            assert_eq!(*w == 1.0, j < eot, "position {j}");
+        }
+        assert_eq!(target[eot - 1], row[eot]);
+    }
 }

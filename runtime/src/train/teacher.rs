@@ -28,8 +28,14 @@ pub enum Teacher<B: Backend> {
         vision: VisionTransformer<B>,
         block: usize,
     },
-    /// `mask_logits(source: "synthetic", grid)`: one map per point prompt of the grid.
-    MaskLogits { grid: (usize, usize), patch: usize },
+    /// `mask_logits(source, grid)`: one map per point prompt of the grid, read from
+    /// `dir` (one `<image stem>.safetensors` per image, tensor `logits` (prompts, h, w)),
+    /// or derived from generated masks when the source is `"synthetic"` (`dir` None).
+    MaskLogits {
+        grid: (usize, usize),
+        patch: usize,
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// The key of a teacher's `i`-th model in the stage's initial weights.
@@ -54,9 +60,13 @@ pub fn build<B: Backend>(
                     .as_ref()
                     .and_then(|a| a.pair("grid"))
                     .unwrap_or((32.0, 32.0));
+                let source = t.args.as_ref().and_then(|a| a.str("source"));
                 Teacher::MaskLogits {
                     grid: (r.max(1.0) as usize, c.max(1.0) as usize),
                     patch: student_patch,
+                    dir: source
+                        .filter(|s| *s != "synthetic")
+                        .map(std::path::PathBuf::from),
                 }
             }
             _ => frozen(stage, plan, t, init, device)?,
@@ -169,12 +179,76 @@ pub fn mask_features<B: Backend>(
     ))
 }
 
+/// Per-patch features (n, patches, prompts) from mask-logit files: sample `k`'s file is
+/// `dir/<stem of names[k]>.safetensors` with `logits` (prompts, h, w) at any size (PE runs
+/// SAM at 1024 px), averaged over the cells of the student's (rows, cols) patch grid.
+pub fn mask_features_from_files<B: Backend>(
+    dir: &std::path::Path,
+    names: &[String],
+    grid: (usize, usize),
+    device: &B::Device,
+) -> Result<Tensor<B, 3>, String> {
+    let (rows, cols) = (grid.0.max(1), grid.1.max(1));
+    let mut values = Vec::new();
+    let mut prompts = None;
+    for name in names {
+        let stem = std::path::Path::new(name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.clone());
+        let path = dir.join(format!("{stem}.safetensors"));
+        let (tensors, _) = checkpoint::load(&path)
+            .map_err(|e| format!("mask logits of `{name}`: {e}"))?;
+        let t = tensors.get("logits").ok_or_else(|| {
+            format!("`{}` has no tensor `logits` (prompts, h, w)", path.display())
+        })?;
+        let [k, h, w] = match t.shape[..] {
+            [k, h, w] if h >= rows && w >= cols => [k, h, w],
+            _ => {
+                return Err(format!(
+                    "`{}`: `logits` has shape {:?}; expected (prompts, h, w) with h >= {rows} and w >= {cols}",
+                    path.display(),
+                    t.shape
+                ))
+            }
+        };
+        if *prompts.get_or_insert(k) != k {
+            return Err(format!(
+                "`{}` has {k} mask maps, the batch's first file {}",
+                path.display(),
+                prompts.unwrap_or(0)
+            ));
+        }
+        for r in 0..rows {
+            let (y0, y1) = (r * h / rows, ((r + 1) * h / rows).max(r * h / rows + 1));
+            for c in 0..cols {
+                let (x0, x1) = (c * w / cols, ((c + 1) * w / cols).max(c * w / cols + 1));
+                let area = ((y1 - y0) * (x1 - x0)) as f32;
+                for p in 0..k {
+                    let mut sum = 0f32;
+                    for y in y0..y1 {
+                        let row = &t.values[(p * h + y) * w..(p * h + y) * w + w];
+                        sum += row[x0..x1].iter().sum::<f32>();
+                    }
+                    values.push(sum / area);
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(values, [names.len(), rows * cols, prompts.unwrap_or(0)]),
+        device,
+    ))
+}
+
 /// What every teacher gives for a batch: `images` (n * frames, 3, r, r) on the teacher's
-/// backend, `samples` the batch's samples (captions, masks).
+/// backend, `samples` the batch's samples (captions, masks) and `names` what each is
+/// (its file, for mask logits read from disk).
 pub fn outputs<B: Backend>(
     teachers: &HashMap<String, Teacher<B>>,
     images: &Tensor<B, 4>,
     samples: &[Sample],
+    names: &[String],
     frames: usize,
     device: &B::Device,
 ) -> Result<HashMap<String, TeacherOut<B>>, String> {
@@ -208,8 +282,24 @@ pub fn outputs<B: Backend>(
                 Some(*block as i64),
                 false,
             )),
-            Teacher::MaskLogits { grid, patch } => {
-                TeacherOut::PatchFeatures(mask_features(samples, frames, *grid, *patch, device)?)
+            Teacher::MaskLogits {
+                grid,
+                patch,
+                dir: None,
+            } => TeacherOut::PatchFeatures(mask_features(samples, frames, *grid, *patch, device)?),
+            Teacher::MaskLogits {
+                patch,
+                dir: Some(dir),
+                ..
+            } => {
+                if frames > 1 {
+                    return Err(format!(
+                        "teacher `{name}`: mask logits from files are per image, not for clips"
+                    ));
+                }
+                let [_, _, h, w] = images.dims();
+                let g = (h / patch.max(&1), w / patch.max(&1));
+                TeacherOut::PatchFeatures(mask_features_from_files(dir, names, g, device)?)
             }
         };
         out.insert(name.clone(), o);
@@ -234,4 +324,52 @@ pub fn lift<B: burn::tensor::backend::AutodiffBackend>(
             (k, v)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn mask_logit_files_are_averaged_over_the_student_grid() {
+        let dir = std::env::temp_dir().join(format!("pexc-mask-logits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Two prompts on a 4 x 4 map: prompt 0 is the row index, prompt 1 the column.
+        let mut values = Vec::new();
+        for p in 0..2 {
+            for y in 0..4 {
+                for x in 0..4 {
+                    values.push(if p == 0 { y as f32 } else { x as f32 });
+                }
+            }
+        }
+        let logits = Stored {
+            shape: vec![2, 4, 4],
+            values,
+        };
+        checkpoint::save(
+            &dir.join("img_7.safetensors"),
+            &[("logits".to_string(), logits)],
+            &serde_json::json!({}),
+        )
+        .unwrap();
+        let names = vec!["photos/img_7.png".to_string()];
+        let f = mask_features_from_files::<Flex>(&dir, &names, (2, 2), &Default::default())
+            .unwrap();
+        assert_eq!(f.dims(), [1, 4, 2]);
+        // Cell (r, c) covers rows 2r..2r+2 and columns 2c..2c+2: means 2r + 0.5, 2c + 0.5.
+        let v = f.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(v, vec![0.5, 0.5, 0.5, 2.5, 2.5, 0.5, 2.5, 2.5]);
+        // A missing file names the sample.
+        let err = mask_features_from_files::<Flex>(
+            &dir,
+            &["other.png".to_string()],
+            (2, 2),
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert!(err.contains("other.png"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
