@@ -68,9 +68,19 @@ fn the_whole_pipeline_runs_and_a_changed_captioner_reruns_only_what_depends_on_i
     for s in ["core", "distill", "video"] {
         assert!(eval[s]["zero_shot_top1"].is_number(), "{s}: {}", eval[s]);
     }
-    for (s, depth) in [("core", 3), ("distill", 2), ("lang", 2), ("video", 3), ("spatial", 3)] {
+    for (s, depth) in [
+        ("core", 3),
+        ("distill", 2),
+        ("lang", 2),
+        ("video", 3),
+        ("spatial", 3),
+    ] {
         let l = &eval[s]["layers"];
-        assert_eq!(l["blocks"].as_array().map(Vec::len), Some(depth), "{s}: {l}");
+        assert_eq!(
+            l["blocks"].as_array().map(Vec::len),
+            Some(depth),
+            "{s}: {l}"
+        );
         for key in ["classification_top1", "dense_miou"] {
             for v in l[key].as_array().expect(key) {
                 let v = v.as_f64().expect("a score");
@@ -84,7 +94,10 @@ fn the_whole_pipeline_runs_and_a_changed_captioner_reruns_only_what_depends_on_i
     assert!(eval["lang"]["questions"]["mean_accuracy"].is_number());
     let v = &eval["video"]["video"];
     assert_eq!(v["frames"], 4);
-    assert!(v["zero_shot_top1"].is_number() && v["core_zero_shot_top1"].is_number(), "{v}");
+    assert!(
+        v["zero_shot_top1"].is_number() && v["core_zero_shot_top1"].is_number(),
+        "{v}"
+    );
 
     // The data engine's dataset: one folder of PNG frames and one JSONL line per training
     // clip (27 of 30), each line its folder, a caption and the captioner's answers on the
@@ -108,10 +121,16 @@ fn the_whole_pipeline_runs_and_a_changed_captioner_reruns_only_what_depends_on_i
         assert_eq!(frames.len(), 4, "{}", folder.display());
         let png = std::fs::read(&frames[0]).expect("frame");
         assert_eq!(&png[1..4], b"PNG");
-        assert!(l["text"].as_str().is_some_and(|t| t.starts_with("a ")), "{l}");
+        assert!(
+            l["text"].as_str().is_some_and(|t| t.starts_with("a ")),
+            "{l}"
+        );
         let answers = l["answers"].as_array().expect("answers");
         assert_eq!(
-            answers.iter().map(|a| a["frame"].as_u64()).collect::<Vec<_>>(),
+            answers
+                .iter()
+                .map(|a| a["frame"].as_u64())
+                .collect::<Vec<_>>(),
             [Some(0), Some(2), Some(3)]
         );
         for k in ["shape", "colour", "position", "size"] {
@@ -122,7 +141,12 @@ fn the_whole_pipeline_runs_and_a_changed_captioner_reruns_only_what_depends_on_i
         assert!(out.join(format!("exports/{e}.safetensors")).exists(), "{e}");
     }
     let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
-    for s in ["Layer-wise probes", "Video zero-shot", "Question answering", "Captioned 27 clips"] {
+    for s in [
+        "Layer-wise probes",
+        "Video zero-shot",
+        "Question answering",
+        "Captioned 27 clips",
+    ] {
         assert!(report.contains(s), "{s} missing from the report");
     }
 

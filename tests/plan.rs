@@ -135,13 +135,13 @@ fn explain_one_path_says_where_each_value_came_from() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         stdout(&o).trim(),
-        "core.r48.batch = 64   # inherited from stage `core`: experiments/tiny/pipeline.pex:70"
+        "core.r48.batch = 32   # inherited from stage `core`: experiments/tiny/pipeline.pex:86"
     );
     // A default of the catalogue, a `with` update, a preset and a `--set`.
     let o = pexc(&["explain", file, "student.ln_post"]);
     assert!(stdout(&o).contains("default of `vit` (called at experiments/tiny/common.pex:21)"));
     let o = pexc(&["explain", file, "student.width"]);
-    assert!(stdout(&o).contains("`with` at experiments/tiny/pipeline.pex:48"));
+    assert!(stdout(&o).contains("`with` at experiments/tiny/pipeline.pex:64"));
     let o = pexc(&["explain", "experiments/pe/core_g14.pex", "vision.depth"]);
     assert!(
         stdout(&o).contains("vision.depth = 50   # preset at std/pe.pex:"),
@@ -302,13 +302,13 @@ fn stage_lr_spans_the_stage_and_phase_lr_restarts_at_the_phase() {
     let plan = plan("experiments/tiny/pipeline.pex", &[]);
     let core = stage(&plan, "core");
     let r48 = &core["phases"][1];
-    assert_eq!(r48["first_step"], 160);
+    assert_eq!(r48["first_step"], 560);
     let segs = r48["lr"].as_array().expect("segments");
     assert_eq!(segs.len(), 1, "only the cosine overlaps r48: {segs:?}");
     assert_eq!(segs[0]["shape"], "cosine");
     assert_eq!(
         (segs[0]["start"].as_u64(), segs[0]["end"].as_u64()),
-        (Some(30), Some(360))
+        (Some(30), Some(1260))
     );
     assert_eq!(segs[0]["from"].as_f64(), Some(2e-3));
     let lang = stage(&plan, "lang");
@@ -324,10 +324,10 @@ fn stage_lr_spans_the_stage_and_phase_lr_restarts_at_the_phase() {
             )
         })
         .collect();
-    assert_eq!(spans, vec![(60, 80, "warmup"), (80, 220, "cosine")]);
+    assert_eq!(spans, vec![(60, 80, "warmup"), (80, 400, "cosine")]);
     assert_eq!(
         segs[1]["from"].as_f64(),
-        Some(5e-4),
+        Some(1e-3),
         "the full phase's own peak"
     );
 }

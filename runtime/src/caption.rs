@@ -94,10 +94,7 @@ pub fn summarise(first: &Answers, middle: &Answers, last: &Answers) -> String {
         && first.colour != last.colour
         && (middle.colour == first.colour || middle.colour == last.colour);
     if colour_changes {
-        return format!(
-            "a {shape} turning from {} to {}",
-            first.colour, last.colour
-        );
+        return format!("a {shape} turning from {} to {}", first.colour, last.colour);
     }
     let (r0, c0) = cell(&first.position);
     let (rm, cm) = cell(&middle.position);
@@ -134,7 +131,10 @@ fn answer<B: Backend>(
     context: usize,
     max_tokens: usize,
 ) -> Result<Vec<String>, String> {
-    let decoder = model.decoder.as_ref().ok_or("the captioner has no decoder")?;
+    let decoder = model
+        .decoder
+        .as_ref()
+        .ok_or("the captioner has no decoder")?;
     let [n, _, _] = prefix.dims();
     let device = prefix.device();
     let (row, eot) = tok.encode(question, context + 1);
@@ -174,7 +174,10 @@ fn answer<B: Backend>(
             break;
         }
     }
-    Ok(out.iter().map(|ids| tok.decode(ids).trim().to_string()).collect())
+    Ok(out
+        .iter()
+        .map(|ids| tok.decode(ids).trim().to_string())
+        .collect())
 }
 
 /// The language stage a captioner's models come from.
@@ -222,10 +225,9 @@ pub fn run_caption_stage<B: Backend>(
         init.get(part)
             .ok_or_else(|| fail(format!("no trained weights for the captioner's {part}")))
     };
-    model.vision = checkpoint::assign_allowing(model.vision, get("vision")?, "", |k| {
-        k.contains(".ls_")
-    })
-    .map_err(fail)?;
+    model.vision =
+        checkpoint::assign_allowing(model.vision, get("vision")?, "", |k| k.contains(".ls_"))
+            .map_err(fail)?;
     if let Some(p) = model.proj.take() {
         model.proj = Some(checkpoint::assign(p, get("proj")?, "").map_err(fail)?);
     }
@@ -244,7 +246,10 @@ pub fn run_caption_stage<B: Backend>(
         .and_then(|c| c.int("max_tokens"))
         .unwrap_or(32)
         .max(1) as usize;
-    let phase = stage.phases.first().ok_or_else(|| fail("no phase".into()))?;
+    let phase = stage
+        .phases
+        .first()
+        .ok_or_else(|| fail("no phase".into()))?;
     let ctor = match &phase.data {
         Some(DataPlan::Source(c)) => c.clone(),
         _ => return Err(fail("a caption stage captions a data source".into())),
@@ -260,7 +265,10 @@ pub fn run_caption_stage<B: Backend>(
     // What an interrupted engine left.
     if let Ok(entries) = std::fs::read_dir(&parent) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("captions.partial-") {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("captions.partial-")
+            {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -302,7 +310,14 @@ pub fn run_caption_stage<B: Backend>(
             };
             let mut per_q = Vec::new();
             for q in QUESTIONS {
-                per_q.push(answer(&model, &tok, prefix.clone(), q, dec.context, max_tokens)?);
+                per_q.push(answer(
+                    &model,
+                    &tok,
+                    prefix.clone(),
+                    q,
+                    dec.context,
+                    max_tokens,
+                )?);
             }
             for (k, a) in answers.iter_mut().enumerate() {
                 a.push(Answers {
@@ -437,15 +452,24 @@ mod tests {
         let mid = a("circle", "red", "center", "small");
         let s = |f: Answers, l: Answers| summarise(&f, &mid, &l);
         assert_eq!(
-            s(a("circle", "red", "left", "small"), a("circle", "red", "right", "small")),
+            s(
+                a("circle", "red", "left", "small"),
+                a("circle", "red", "right", "small")
+            ),
             "a red circle moving right"
         );
         assert_eq!(
-            s(a("", "red", "top", "small"), a("", "red", "bottom left", "small")),
+            s(
+                a("", "red", "top", "small"),
+                a("", "red", "bottom left", "small")
+            ),
             "a red circle moving down"
         );
         assert_eq!(
-            s(a("", "red", "top left", "small"), a("", "red", "top left", "large")),
+            s(
+                a("", "red", "top left", "small"),
+                a("", "red", "top left", "large")
+            ),
             "a red circle growing"
         );
         assert_eq!(
@@ -459,12 +483,20 @@ mod tests {
         // The middle frame must agree: a colour, a cell or a size it contradicts is noise.
         let odd = a("circle", "red", "bottom right", "large");
         assert_eq!(
-            summarise(&a("", "red", "top", "small"), &odd, &a("", "blue", "top", "small")),
+            summarise(
+                &a("", "red", "top", "small"),
+                &odd,
+                &a("", "blue", "top", "small")
+            ),
             "a circle turning from red to blue"
         );
         let odd = a("circle", "purple", "bottom right", "small");
         assert_eq!(
-            summarise(&a("", "red", "left", "small"), &odd, &a("", "blue", "right", "small")),
+            summarise(
+                &a("", "red", "left", "small"),
+                &odd,
+                &a("", "blue", "right", "small")
+            ),
             "a red circle"
         );
     }

@@ -177,8 +177,10 @@ fn embed_clips<B: Backend>(
     let mut parts = Vec::new();
     for chunk in clips.chunks(8) {
         let frames = chunk.first().map_or(1, |c| c.frames.len().max(1));
-        let samples: Vec<data::Sample> =
-            chunk.iter().flat_map(|c| c.frames.iter().cloned()).collect();
+        let samples: Vec<data::Sample> = chunk
+            .iter()
+            .flat_map(|c| c.frames.iter().cloned())
+            .collect();
         let x = crate::train::images::<B>(&samples, 1, device);
         let out = vision.forward_masked(x, None);
         let pooled = match out.pooled {
@@ -320,7 +322,8 @@ pub fn evaluate_stage<B: Backend>(
     });
     if let (Some(ctor), Some(dc)) = (&image_ctor, &towers.decoder_config) {
         let held = held_samples(ctor, Split::HeldOut, res, if smoke { 16 } else { 200 })?;
-        out["questions"] = crate::caption::qa_accuracy(model, &tok, ctor, &held, dc.context, device)?;
+        out["questions"] =
+            crate::caption::qa_accuracy(model, &tok, ctor, &held, dc.context, device)?;
     }
     if let Some(ctor) = &image_ctor {
         let train = held_samples(ctor, Split::Train, res, if smoke { 64 } else { 600 })?;
@@ -347,7 +350,10 @@ fn video_source(
     stage: &StagePlan,
     plan: &pexc_compiler::lower::plan::Plan,
     _dir: &RunDir,
-) -> Option<(pexc_compiler::lower::plan::PhasePlan, pexc_compiler::lower::plan::Ctor)> {
+) -> Option<(
+    pexc_compiler::lower::plan::PhasePlan,
+    pexc_compiler::lower::plan::Ctor,
+)> {
     let p = stage.phases.iter().find(|p| p.frames.is_some())?;
     let ctor = match &p.data {
         Some(DataPlan::Source(c)) => c.clone(),
@@ -396,9 +402,7 @@ fn start_model<B: Backend>(
         t.vision_config.layer_scale = Some(1.0);
     }
     let mut m: ClipModel<B> = ClipModel::new(&t, stage, device);
-    m.vision = crate::checkpoint::assign_allowing(m.vision, &vision, "", |k| {
-        k.contains(".ls_")
-    })?;
+    m.vision = crate::checkpoint::assign_allowing(m.vision, &vision, "", |k| k.contains(".ls_"))?;
     if let Some(text) = m.text.take() {
         m.text = Some(crate::checkpoint::assign(text, &part("text"), "")?);
     }

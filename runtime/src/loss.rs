@@ -94,7 +94,6 @@ pub fn masked_token_cosine<B: Backend>(
     cos.neg().add_scalar(1.0).mul(weight).sum().div(total)
 }
 
-
 /// Distillation (pe-reference.md "Distillation into smaller models"): KL(teacher ||
 /// student) of the image->text and of the text->image similarity distributions of the
 /// batch, averaged. The student's logits use its learnable scale (clamped at `max_scale`),
@@ -254,13 +253,29 @@ mod tests {
         let dev = Default::default();
         // Student = teacher (same embeddings, same scale 2): KL 0.
         let ls = Tensor::<B, 1>::from_floats([2f32.ln()], &dev);
-        let same = scalar(distill_kl(a.clone(), a.clone(), ls, 100.0, a.clone(), a.clone(), 2.0));
+        let same = scalar(distill_kl(
+            a.clone(),
+            a.clone(),
+            ls,
+            100.0,
+            a.clone(),
+            a.clone(),
+            2.0,
+        ));
         assert!(same.abs() < 1e-6, "{same}");
         // Student scale 1, teacher scale 2 on orthonormal pairs: each row of the teacher
         // is softmax(2, 0), the student's softmax(1, 0); the KL is the same for every row
         // and both directions.
         let ls = Tensor::<B, 1>::from_floats([0.0], &dev);
-        let got = scalar(distill_kl(a.clone(), a.clone(), ls, 100.0, a.clone(), a, 2.0));
+        let got = scalar(distill_kl(
+            a.clone(),
+            a.clone(),
+            ls,
+            100.0,
+            a.clone(),
+            a,
+            2.0,
+        ));
         let p = [2f64.exp() / (2f64.exp() + 1.0), 1.0 / (2f64.exp() + 1.0)];
         let q = [1f64.exp() / (1f64.exp() + 1.0), 1.0 / (1f64.exp() + 1.0)];
         let want = p[0] * (p[0] / q[0]).ln() + p[1] * (p[1] / q[1]).ln();
@@ -293,7 +308,10 @@ mod tests {
         assert!((got - 0.5).abs() < 1e-5, "{got}");
         // Orthogonal teacher features: exp(20 (0 - 1)) = e^-20 off the diagonal.
         let f = Tensor::<B, 3>::from_floats([[[1.0, 0.0], [0.0, 1.0]]], &dev);
-        let t = sharpened_similarities(f, 20.0).into_data().to_vec::<f32>().unwrap();
+        let t = sharpened_similarities(f, 20.0)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert!((t[1] as f64 - (-20f64).exp()).abs() < 1e-12 && (t[0] - 1.0).abs() < 1e-6);
     }
 }

@@ -195,7 +195,11 @@ pub fn markdown(
                 );
                 if let Some(init) = &st.init {
                     if let Some(b) = v[format!("{init}_zero_shot_top1")].as_f64() {
-                        let _ = write!(s, "; the image-only `{init}` model on the same clips: {:.1}%", 100.0 * b);
+                        let _ = write!(
+                            s,
+                            "; the image-only `{init}` model on the same clips: {:.1}%",
+                            100.0 * b
+                        );
                     }
                 }
                 let _ = writeln!(s, ".");
@@ -218,24 +222,46 @@ pub fn markdown(
                     per.join(", ")
                 );
                 for c in q["captions"].as_array().into_iter().flatten() {
-                    let _ = writeln!(s, "- caption \"{}\" (data: \"{}\")", c["caption"].as_str().unwrap_or(""), c["truth"].as_str().unwrap_or(""));
+                    let _ = writeln!(
+                        s,
+                        "- caption \"{}\" (data: \"{}\")",
+                        c["caption"].as_str().unwrap_or(""),
+                        c["truth"].as_str().unwrap_or("")
+                    );
                 }
             }
             let c = &e["captions"];
             if let Some(n) = c["clips"].as_u64() {
                 let _ = writeln!(s, "Captioned {n} clips into `{}`; examples (caption written, the generator's own caption never read):\n", c["dataset"].as_str().unwrap_or(""));
                 for x in c["examples"].as_array().into_iter().flatten() {
-                    let _ = writeln!(s, "- \"{}\" (generated clip: \"{}\")", x["caption"].as_str().unwrap_or(""), x["source_caption"].as_str().unwrap_or(""));
+                    let _ = writeln!(
+                        s,
+                        "- \"{}\" (generated clip: \"{}\")",
+                        x["caption"].as_str().unwrap_or(""),
+                        x["source_caption"].as_str().unwrap_or("")
+                    );
                 }
             }
             let l = &e["layers"];
-            if let (Some(cls), Some(dense)) = (l["classification_top1"].as_array(), l["dense_miou"].as_array()) {
-                let _ = writeln!(s, "\nLayer-wise probes (frozen features of every block; 1-based blocks):\n");
+            if let (Some(cls), Some(dense)) = (
+                l["classification_top1"].as_array(),
+                l["dense_miou"].as_array(),
+            ) {
+                let _ = writeln!(
+                    s,
+                    "\nLayer-wise probes (frozen features of every block; 1-based blocks):\n"
+                );
                 let _ = writeln!(s, "| block | classification top-1 | dense mIoU | object mIoU |\n|---|---|---|---|");
                 let objects = l["object_miou"].as_array().cloned().unwrap_or_default();
                 for (k, (a, b)) in cls.iter().zip(dense).enumerate() {
                     let o = objects.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                    let _ = writeln!(s, "| {} | {:.1}% | {:.3} | {o:.3} |", k + 1, 100.0 * a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+                    let _ = writeln!(
+                        s,
+                        "| {} | {:.1}% | {:.3} | {o:.3} |",
+                        k + 1,
+                        100.0 * a.as_f64().unwrap_or(0.0),
+                        b.as_f64().unwrap_or(0.0)
+                    );
                 }
                 let _ = writeln!(s, "\n![layers](plots/{}_layers.svg)", st.name);
             }

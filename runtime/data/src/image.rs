@@ -1,8 +1,8 @@
 //! `RgbImage`: a planar RGB f32 image in [0, 1], with decoding, resampling, flipping and
 //! the model's normalisation.
 
-use image::ImageEncoder;
 use crate::error::DataError;
+use image::ImageEncoder;
 
 /// Three planes (R, G, B) of `height x width` values in [0, 1]. Planar, because the model
 /// wants CHW and resampling runs one channel at a time.
@@ -68,7 +68,11 @@ impl RgbImage {
 
     /// PNG bytes of a normalised CHW image (`(pixel - 0.5) / 0.5`, as `normalised`
     /// gives): the inverse of `decode` up to 8-bit rounding.
-    pub fn encode_png(normalised: &[f32], width: usize, height: usize) -> Result<Vec<u8>, DataError> {
+    pub fn encode_png(
+        normalised: &[f32],
+        width: usize,
+        height: usize,
+    ) -> Result<Vec<u8>, DataError> {
         let plane = width * height;
         if normalised.len() != 3 * plane {
             return Err(DataError::Loader(format!(
@@ -86,7 +90,12 @@ impl RgbImage {
         }
         let mut out = Vec::new();
         image::codecs::png::PngEncoder::new(&mut out)
-            .write_image(&rgb, width as u32, height as u32, image::ExtendedColorType::Rgb8)
+            .write_image(
+                &rgb,
+                width as u32,
+                height as u32,
+                image::ExtendedColorType::Rgb8,
+            )
             .map_err(|e| DataError::Loader(format!("PNG encoding: {e}")))?;
         Ok(out)
     }

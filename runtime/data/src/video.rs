@@ -437,7 +437,6 @@ impl Dataset for MiddleFrames {
     }
 }
 
-
 /// A video source seen as samples of stacked frames, for frame pooling: sample `idx` is
 /// clip `idx` with `frames` frames sampled uniformly, their images one after another in
 /// `image` (frame-major, each CHW), `height` the frame height times `frames` and `width`

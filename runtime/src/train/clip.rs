@@ -289,7 +289,10 @@ pub struct DecoderBatch<B: Backend> {
 /// What a teacher gives for a batch (constants, computed without autodiff).
 pub enum TeacherOut<B: Backend> {
     /// A frozen CLIP's normalised-or-not image and text embeddings (n, out).
-    Clip { img: Tensor<B, 2>, txt: Tensor<B, 2> },
+    Clip {
+        img: Tensor<B, 2>,
+        txt: Tensor<B, 2>,
+    },
     /// Tokens of a frozen tower's block (n, tokens, width), CLS first when it has one.
     Tokens(Tensor<B, 3>),
     /// Per-patch features (n, patches, k): mask logits averaged over each patch.
@@ -513,7 +516,8 @@ pub fn forward<B: AutodiffBackend>(
                 loss::masked_token_cosine(masked, target, weight)
             }
             ("next_token", _, _) => {
-                let (Some(proj), Some(dec), Some(d)) = (&model.proj, &model.decoder, &batch.decoder)
+                let (Some(proj), Some(dec), Some(d)) =
+                    (&model.proj, &model.decoder, &batch.decoder)
                 else {
                     continue;
                 };
@@ -658,18 +662,36 @@ mod tests {
         };
         let plain = VisionTransformer::<Flex>::new(&cfg, &dev);
         let x = crate::model::layers::normal::<Flex, 4>([2, 3, 8, 8], 1.0, &dev);
-        let want = plain.encode(x.clone()).unwrap().into_data().to_vec::<f32>().unwrap();
+        let want = plain
+            .encode(x.clone())
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let mut tensors: HashMap<String, crate::checkpoint::Stored> =
             collect(&plain, "").into_iter().collect();
         insert_layer_scale(&mut tensors, 0.1);
         cfg.layer_scale = Some(0.1);
-        let scaled = assign_allowing(VisionTransformer::<Flex>::new(&cfg, &dev), &tensors, "", |k| {
-            k.contains(".ls_")
-        })
+        let scaled = assign_allowing(
+            VisionTransformer::<Flex>::new(&cfg, &dev),
+            &tensors,
+            "",
+            |k| k.contains(".ls_"),
+        )
         .unwrap();
-        let gamma = scaled.transformer.resblocks[0].ls_1.as_ref().unwrap().gamma.val();
+        let gamma = scaled.transformer.resblocks[0]
+            .ls_1
+            .as_ref()
+            .unwrap()
+            .gamma
+            .val();
         assert!((gamma.into_data().to_vec::<f32>().unwrap()[0] - 0.1).abs() < 1e-7);
-        let got = scaled.encode(x).unwrap().into_data().to_vec::<f32>().unwrap();
+        let got = scaled
+            .encode(x)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }

@@ -144,7 +144,10 @@ pub fn decoder_text(
 
 /// Removes from `grads` the gradients of `module`'s parameters (a model frozen in a
 /// phase is not updated, nor counted in the gradient norm).
-fn drop_grads<B: AutodiffBackend, M: burn::module::Module<B>>(module: &M, grads: &mut GradientsParams) {
+fn drop_grads<B: AutodiffBackend, M: burn::module::Module<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+) {
     use burn::module::{ModuleVisitor, Param};
     struct Drop<'a> {
         grads: &'a mut GradientsParams,
@@ -365,11 +368,7 @@ pub fn train_stage<B: AutodiffBackend>(
                     (br.max(1.0) as usize, bc.max(1.0) as usize),
                 )
             });
-        let trained: Vec<&str> = phase
-            .train
-            .iter()
-            .filter_map(|m| towers.part(m))
-            .collect();
+        let trained: Vec<&str> = phase.train.iter().filter_map(|m| towers.part(m)).collect();
         let next_token = phase.loss.iter().any(|l| l.term.ctor == "next_token");
         let batch = phase.batch as usize;
         let res = phase.resolution as usize;
@@ -776,7 +775,10 @@ fn dataset(
 ) -> Result<Arc<dyn Dataset>, String> {
     let ctor = phase_source(phase, dir)?;
     let frames = phase.frames.unwrap_or(1).max(1) as usize;
-    let key = format!("{}/{frames}", serde_json::to_string(&ctor).unwrap_or_default());
+    let key = format!(
+        "{}/{frames}",
+        serde_json::to_string(&ctor).unwrap_or_default()
+    );
     if let Some(d) = cache.get(&key) {
         return Ok(d.clone());
     }
@@ -899,8 +901,8 @@ mod tests {
         let tok = data::Tokenizer::bytes_bpe(&["a red circle", "a blue square"], 300);
         let (row, eot) = tok.encode("a red circle", 9);
         let b = decoder_batch::<Flex>(&tok, &["a red circle".to_string()], 8, &Default::default());
-        let input = b.input.into_data().to_vec::<i64>().unwrap();
-        let target = b.target.into_data().to_vec::<i64>().unwrap();
+        let ids = |t: Tensor<Flex, 2, Int>| t.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let (input, target) = (ids(b.input), ids(b.target));
         let weight = b.weight.into_data().to_vec::<f32>().unwrap();
         assert_eq!(input, row[..8].to_vec());
         assert_eq!(target, row[1..9].to_vec());

@@ -197,10 +197,13 @@ pub fn mask_features_from_files<B: Backend>(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| name.clone());
         let path = dir.join(format!("{stem}.safetensors"));
-        let (tensors, _) = checkpoint::load(&path)
-            .map_err(|e| format!("mask logits of `{name}`: {e}"))?;
+        let (tensors, _) =
+            checkpoint::load(&path).map_err(|e| format!("mask logits of `{name}`: {e}"))?;
         let t = tensors.get("logits").ok_or_else(|| {
-            format!("`{}` has no tensor `logits` (prompts, h, w)", path.display())
+            format!(
+                "`{}` has no tensor `logits` (prompts, h, w)",
+                path.display()
+            )
         })?;
         let [k, h, w] = match t.shape[..] {
             [k, h, w] if h >= rows && w >= cols => [k, h, w],
@@ -355,8 +358,8 @@ mod tests {
         )
         .unwrap();
         let names = vec!["photos/img_7.png".to_string()];
-        let f = mask_features_from_files::<Flex>(&dir, &names, (2, 2), &Default::default())
-            .unwrap();
+        let f =
+            mask_features_from_files::<Flex>(&dir, &names, (2, 2), &Default::default()).unwrap();
         assert_eq!(f.dims(), [1, 4, 2]);
         // Cell (r, c) covers rows 2r..2r+2 and columns 2c..2c+2: means 2r + 0.5, 2c + 0.5.
         let v = f.into_data().to_vec::<f32>().unwrap();
