@@ -193,6 +193,7 @@ fn embed_clips<B: Backend>(
 }
 
 /// Zero-shot top-1 over the motion classes of held-out clips, frame-pooled.
+#[allow(clippy::too_many_arguments)]
 pub fn video_zero_shot<B: Backend>(
     vision: &VisionTransformer<B>,
     text: &TextTransformer<B>,

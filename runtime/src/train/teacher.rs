@@ -17,15 +17,15 @@ use crate::model::{TextConfig, TextTransformer, VisionTransformer, VitConfig};
 pub enum Teacher<B: Backend> {
     /// `frozen(stage)`: the stage's whole CLIP, with the tokenizer it was trained with.
     Clip {
-        vision: VisionTransformer<B>,
-        text: TextTransformer<B>,
+        vision: Box<VisionTransformer<B>>,
+        text: Box<TextTransformer<B>>,
         tokenizer: data::Tokenizer,
         context: usize,
     },
     /// `frozen(stage.model).layer(k)`: the tower's tokens after block `block` (0-based),
     /// before `ln_post`.
     Tower {
-        vision: VisionTransformer<B>,
+        vision: Box<VisionTransformer<B>>,
         block: usize,
     },
     /// `mask_logits(source, grid)`: one map per point prompt of the grid, read from
@@ -106,14 +106,17 @@ fn frozen<B: Backend>(
         .map_err(fail)?;
     if let Some(b) = t.block {
         return Ok(Teacher::Tower {
-            vision,
+            vision: Box::new(vision),
             block: b as usize,
         });
     }
     let Some(ti) = t.models.iter().position(|m| m.role == Role::Text) else {
         // A frozen tower without a tap: its last block.
         let block = vision.depth() - 1;
-        return Ok(Teacher::Tower { vision, block });
+        return Ok(Teacher::Tower {
+            vision: Box::new(vision),
+            block,
+        });
     };
     let tcfg = TextConfig::from_plan(&t.models[ti].config).map_err(fail)?;
     let text =
@@ -135,8 +138,8 @@ fn frozen<B: Backend>(
         },
     };
     Ok(Teacher::Clip {
-        vision,
-        text,
+        vision: Box::new(vision),
+        text: Box::new(text),
         tokenizer,
         context: tcfg.context,
     })
