@@ -282,6 +282,9 @@ pub fn run_caption_stage<B: Backend>(
     };
     let mut lines = String::new();
     let mut examples = Vec::new();
+    // How the captions compare with the clips' own motion classes, where the data has
+    // them: measured for the report only (the dataset never sees the classes).
+    let mut agree = Agreement::default();
     // `--smoke` captions a few clips only.
     let n = limit.map_or(clips.len(), |l| l.min(clips.len()));
     let mut rng = data::Rng::new(stage.seed);
@@ -349,6 +352,9 @@ pub fn run_caption_stage<B: Backend>(
                            "position": x.position, "size": x.size})
                 })
                 .collect();
+            if let Some(label) = clip.label {
+                agree.add(label, named_motion(&caption));
+            }
             let line = json!({"video": folder, "text": caption, "answers": frame_answers});
             if examples.len() < 8 {
                 examples.push(json!({"clip": i, "caption": caption, "source_caption": clip.text}));
@@ -373,7 +379,62 @@ pub fn run_caption_stage<B: Backend>(
         "frames": frames,
         "dataset": root.strip_prefix(&dir.root).unwrap_or(&root).to_string_lossy(),
         "examples": examples,
+        "motion_agreement": agree.to_json(),
     }))
+}
+
+/// The motion class (index into `data::video::MOTIONS`) a summary caption names, if any.
+pub fn named_motion(caption: &str) -> Option<usize> {
+    if caption.contains(" turning from ") || caption.contains(" changing from ") {
+        return Some(6);
+    }
+    let phrases: [&[&str]; 6] = [
+        &["moving left"],
+        &["moving right"],
+        &["moving up"],
+        &["moving down"],
+        &["growing", "getting bigger"],
+        &["shrinking", "getting smaller"],
+    ];
+    phrases
+        .iter()
+        .position(|ps| ps.iter().any(|p| caption.contains(p)))
+}
+
+/// The engine's captions against the clips' classes: the share that name the right
+/// motion, that name one on the right axis (left/right, up/down, size, colour: what an
+/// order-free pooling of frames can tell apart), and that name none.
+#[derive(Default)]
+struct Agreement {
+    clips: usize,
+    right: usize,
+    axis: usize,
+    none: usize,
+}
+
+impl Agreement {
+    fn add(&mut self, label: usize, named: Option<usize>) {
+        let axis = |m: usize| m.min(6) / 2;
+        self.clips += 1;
+        match named {
+            Some(m) if m == label => {
+                self.right += 1;
+                self.axis += 1;
+            }
+            Some(m) if axis(m) == axis(label) => self.axis += 1,
+            Some(_) => {}
+            None => self.none += 1,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        if self.clips == 0 {
+            return Value::Null;
+        }
+        let share = |k: usize| k as f64 / self.clips as f64;
+        json!({"clips": self.clips, "motion": share(self.right), "axis": share(self.axis),
+               "no_motion": share(self.none)})
+    }
 }
 
 /// Question answering of a language stage on held-out generated images (`held`, the
@@ -445,6 +506,29 @@ mod tests {
             position: position.into(),
             size: size.into(),
         }
+    }
+
+    #[test]
+    fn captions_are_scored_against_the_motion_classes() {
+        use crate::data::video::MOTIONS;
+        // Every class's own name, and the summary's phrasings, read back as that class.
+        for (m, name) in MOTIONS.iter().enumerate().take(6) {
+            assert_eq!(named_motion(&format!("a red circle {name}")), Some(m));
+        }
+        assert_eq!(named_motion("a circle turning from red to blue"), Some(6));
+        assert_eq!(named_motion("a star getting smaller"), Some(5));
+        assert_eq!(named_motion("a red circle"), None);
+        let mut g = Agreement::default();
+        g.add(0, Some(0)); // right
+        g.add(0, Some(1)); // right axis, wrong direction
+        g.add(4, Some(2)); // wrong axis
+        g.add(6, None); // no motion named
+        let v = g.to_json();
+        assert_eq!(v["clips"], 4);
+        assert_eq!(v["motion"], 0.25);
+        assert_eq!(v["axis"], 0.5);
+        assert_eq!(v["no_motion"], 0.25);
+        assert!(Agreement::default().to_json().is_null());
     }
 
     #[test]

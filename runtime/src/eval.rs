@@ -234,12 +234,30 @@ pub fn video_zero_shot<B: Backend>(
         .filter_map(|(c, &p)| c.label.map(|l| (l, p)))
         .collect();
     let correct = labelled.iter().filter(|(l, p)| l == p).count();
+    // Per class: how many clips, how many right, and what the model said instead.
+    let per_class: Vec<Value> = (0..names.len())
+        .map(|c| {
+            let of: Vec<usize> = labelled
+                .iter()
+                .filter(|(l, _)| *l == c)
+                .map(|(_, p)| *p)
+                .collect();
+            let mut predicted = vec![0usize; names.len()];
+            for &p in &of {
+                if p < predicted.len() {
+                    predicted[p] += 1;
+                }
+            }
+            json!({"class": names[c], "clips": of.len(), "right": predicted[c], "predicted": predicted})
+        })
+        .collect();
     Ok(json!({
         "clips": clips.len(),
         "frames": frames,
         "zero_shot_top1": correct as f64 / labelled.len().max(1) as f64,
         "chance": 1.0 / names.len() as f64,
         "classes": names,
+        "per_class": per_class,
     }))
 }
 
@@ -309,6 +327,7 @@ pub fn evaluate_stage<B: Backend>(
                         device,
                     )?;
                     v[format!("{init}_zero_shot_top1")] = b["zero_shot_top1"].clone();
+                    v[format!("{init}_per_class")] = b["per_class"].clone();
                 }
             }
             out["video"] = v;

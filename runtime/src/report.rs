@@ -203,6 +203,33 @@ pub fn markdown(
                     }
                 }
                 let _ = writeln!(s, ".");
+                // Per class: what each model gets right (the pairs that differ only in
+                // time's direction look alike to an order-free average of frames).
+                let init_per = st
+                    .init
+                    .as_ref()
+                    .map(|i| v[format!("{i}_per_class")].clone())
+                    .unwrap_or(Value::Null);
+                if let Some(rows) = v["per_class"].as_array() {
+                    let base = init_per.as_array();
+                    let _ = writeln!(
+                        s,
+                        "\n| motion | clips | right | right, image-only |\n|---|---|---|---|"
+                    );
+                    for (k, r) in rows.iter().enumerate() {
+                        let b = base
+                            .and_then(|b| b.get(k))
+                            .map_or("-".to_string(), |b| b["right"].to_string());
+                        let _ = writeln!(
+                            s,
+                            "| {} | {} | {} | {b} |",
+                            r["class"].as_str().unwrap_or(""),
+                            r["clips"],
+                            r["right"]
+                        );
+                    }
+                    let _ = writeln!(s);
+                }
             }
             let q = &e["questions"];
             if let Some(m) = q["mean_accuracy"].as_f64() {
@@ -239,6 +266,20 @@ pub fn markdown(
                         "- \"{}\" (generated clip: \"{}\")",
                         x["caption"].as_str().unwrap_or(""),
                         x["source_caption"].as_str().unwrap_or("")
+                    );
+                }
+                let g = &c["motion_agreement"];
+                if let (Some(m), Some(a), Some(z)) = (
+                    g["motion"].as_f64(),
+                    g["axis"].as_f64(),
+                    g["no_motion"].as_f64(),
+                ) {
+                    let _ = writeln!(
+                        s,
+                        "\nAgainst the clips' motion classes (measured, never used): {:.1}% of captions name the right motion, {:.1}% one on the right axis, {:.1}% none.",
+                        100.0 * m,
+                        100.0 * a,
+                        100.0 * z
                     );
                 }
             }

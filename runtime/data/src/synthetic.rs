@@ -51,7 +51,7 @@ pub const POSITIONS: [&str; 9] = [
     "bottom right",
 ];
 
-const REGION_CENTRES: [f32; 3] = [0.22, 0.5, 0.78];
+pub(crate) const REGION_CENTRES: [f32; 3] = [0.22, 0.5, 0.78];
 
 /// One shape on a plain background, in image-relative units ([0, 1] across the image),
 /// so it rasterises to the same picture at every resolution.

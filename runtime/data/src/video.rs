@@ -8,7 +8,7 @@ use crate::error::DataError;
 use crate::image::RgbImage;
 use crate::image_text::{captions_path, read_jsonl, Entry};
 use crate::rng::Rng;
-use crate::synthetic::{Scene, COLOURS, SHAPES};
+use crate::synthetic::{Scene, COLOURS, REGION_CENTRES, SHAPES};
 use crate::{
     count, fraction, generic_prompts, real_split, seed, string, uint, Dataset, Sample, Split,
 };
@@ -134,8 +134,9 @@ impl Motion {
 /// `synthetic_video(count, frames, seed, held_out)`: clip `i` is fixed by `(seed, i)`;
 /// Train holds clips `0..round((1 - held_out) * count)`, HeldOut the rest. Positions and
 /// sizes are drawn so that the middle frame alone says little about the motion: a shape
-/// moving left and one moving right pass the same places at t = 0.5, one growing and one
-/// shrinking have the same size there.
+/// moving left and one moving right pass the same places at t = 0.5 (both cross the
+/// image between the outer cells of the 3 x 3 grid), one growing and one shrinking have
+/// the same size there.
 pub struct SyntheticVideo {
     frames: usize,
     seed: u64,
@@ -186,32 +187,28 @@ impl SyntheticVideo {
             background: [grey; 3],
             noise: r.next_u64(),
         };
-        let mid = (r.range(0.3, 0.7), r.range(0.3, 0.7));
-        let radius = r.range(0.12, 0.15);
+        // Where a still shape sits, and the row or column a moving one keeps: a cell of
+        // the 3 x 3 grid, as synthetic_shapes places its shapes, so that the captioner
+        // (trained on those stills) reads the first and last frames as it reads them.
+        let cell = |r: &mut Rng| REGION_CENTRES[r.below(3)] + r.range(-0.04, 0.04);
+        let mid = (cell(&mut r), cell(&mut r));
+        // Moving shapes cross the image, from one outer cell's centre to the other's.
+        let (near, far) = (
+            REGION_CENTRES[0] + r.range(-0.03, 0.03),
+            REGION_CENTRES[2] + r.range(-0.03, 0.03),
+        );
         let (from, to) = match motion {
-            // Along the axis: a 0.4 stretch starting in [0.6, 0.8] (left/up) or
-            // [0.2, 0.4] (right/down); across it anywhere in [0.3, 0.7].
-            0 | 2 => {
-                let s = r.range(0.6, 0.8);
-                if motion == 0 {
-                    ((s, mid.1), (s - 0.4, mid.1))
-                } else {
-                    ((mid.0, s), (mid.0, s - 0.4))
-                }
-            }
-            1 | 3 => {
-                let s = r.range(0.2, 0.4);
-                if motion == 1 {
-                    ((s, mid.1), (s + 0.4, mid.1))
-                } else {
-                    ((mid.0, s), (mid.0, s + 0.4))
-                }
-            }
+            0 => ((far, mid.1), (near, mid.1)),
+            1 => ((near, mid.1), (far, mid.1)),
+            2 => ((mid.0, far), (mid.0, near)),
+            3 => ((mid.0, near), (mid.0, far)),
             _ => (mid, mid),
         };
+        // Sizes as synthetic_shapes' small and large; growing and shrinking go between them.
+        let radius = r.range(0.14, 0.18);
         let radius = match motion {
-            4 => (0.08, 0.2),
-            5 => (0.2, 0.08),
+            4 => (0.16, 0.25),
+            5 => (0.25, 0.16),
             _ => (radius, radius),
         };
         let colours = (

@@ -196,16 +196,19 @@ pub fn latest_checkpoint(
 }
 
 /// The sample index of a stage-global sample position: epochs of the training split,
-/// each shuffled by the stage seed.
-fn sample_at(pos: u64, len: usize, seed: u64, orders: &mut HashMap<u64, Vec<usize>>) -> usize {
-    let len = len.max(1) as u64;
-    let epoch = pos / len;
-    let order = orders.entry(epoch).or_insert_with(|| {
-        let mut idx: Vec<usize> = (0..len as usize).collect();
+/// each shuffled by the stage seed. The orders are kept by split length and epoch: the
+/// phases of a stage may read data of different lengths (image cooldown, then clips).
+type Orders = HashMap<(usize, u64), Vec<usize>>;
+
+fn sample_at(pos: u64, len: usize, seed: u64, orders: &mut Orders) -> usize {
+    let len = len.max(1);
+    let epoch = pos / len as u64;
+    let order = orders.entry((len, epoch)).or_insert_with(|| {
+        let mut idx: Vec<usize> = (0..len).collect();
         SplitMix::derive(seed, 0xDA7A, epoch).shuffle(&mut idx);
         idx
     });
-    order[(pos % len) as usize]
+    order[(pos % len as u64) as usize]
 }
 
 /// Trains a contrastive stage. `init` gives the starting weights of the towers that start
@@ -320,7 +323,7 @@ pub fn train_stage<B: AutodiffBackend>(
         .count() as u64;
 
     let mut cursor = 0u64; // stage-global sample position
-    let mut orders: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut orders = Orders::new();
     let mut stopped = false;
     for phase in &stage.phases {
         let phase_steps = opts
@@ -895,6 +898,28 @@ pub fn tokenizer_for(ctor: &Ctor, vocab: usize) -> Result<data::Tokenizer, Strin
 mod tests {
     use super::*;
     use burn::backend::Flex;
+
+    #[test]
+    fn sample_orders_follow_each_phases_data() {
+        // A long first phase's data, then a shorter one's, both in epoch 0: every index
+        // lies in its own split (it once reused the first's order and ran past the end).
+        let mut orders = Orders::new();
+        let first: Vec<usize> = (0..960)
+            .map(|p| sample_at(p, 3600, 4, &mut orders))
+            .collect();
+        let second: Vec<usize> = (960..960 + 1946)
+            .map(|p| sample_at(p, 1946, 4, &mut orders))
+            .collect();
+        assert!(first.iter().all(|&i| i < 3600));
+        assert!(second.iter().all(|&i| i < 1946));
+        // Within one epoch a split is a permutation: positions 1946..3892 of the second
+        // data are each of its samples once.
+        let mut epoch: Vec<usize> = (1946..2 * 1946)
+            .map(|p| sample_at(p, 1946, 4, &mut orders))
+            .collect();
+        epoch.sort_unstable();
+        assert_eq!(epoch, (0..1946).collect::<Vec<_>>());
+    }
 
     #[test]
     fn decoder_batches_shift_by_one_and_weigh_the_caption_through_its_end() {
