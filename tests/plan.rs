@@ -135,13 +135,13 @@ fn explain_one_path_says_where_each_value_came_from() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         stdout(&o).trim(),
-        "core.r48.batch = 32   # inherited from stage `core`: experiments/tiny/pipeline.pex:93"
+        "core.r48.batch = 32   # inherited from stage `core`: experiments/tiny/pipeline.pex:99"
     );
     // A default of the catalogue, a `with` update, a preset and a `--set`.
     let o = pexc(&["explain", file, "student.ln_post"]);
     assert!(stdout(&o).contains("default of `vit` (called at experiments/tiny/common.pex:21)"));
     let o = pexc(&["explain", file, "student.width"]);
-    assert!(stdout(&o).contains("`with` at experiments/tiny/pipeline.pex:71"));
+    assert!(stdout(&o).contains("`with` at experiments/tiny/pipeline.pex:77"));
     let o = pexc(&["explain", "experiments/pe/core_g14.pex", "vision.depth"]);
     assert!(
         stdout(&o).contains("vision.depth = 50   # preset at std/pe.pex:"),
@@ -324,7 +324,7 @@ fn stage_lr_spans_the_stage_and_phase_lr_restarts_at_the_phase() {
             )
         })
         .collect();
-    assert_eq!(spans, vec![(60, 80, "warmup"), (80, 1060, "cosine")]);
+    assert_eq!(spans, vec![(60, 80, "warmup"), (80, 460, "cosine")]);
     assert_eq!(
         segs[1]["from"].as_f64(),
         Some(1e-3),

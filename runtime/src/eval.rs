@@ -204,10 +204,10 @@ pub fn video_zero_shot<B: Backend>(
     res: usize,
     limit: usize,
     device: &B::Device,
-) -> Result<Value, String> {
+) -> Result<(Value, Vec<bool>), String> {
     let ds = data::open_video(clips_ctor, Split::HeldOut).map_err(|e| e.to_string())?;
     let Some(names) = ds.class_names() else {
-        return Ok(json!({"note": "the clips have no classes"}));
+        return Ok((json!({"note": "the clips have no classes"}), Vec::new()));
     };
     let n = ds.len().min(limit);
     let mut rng = data::Rng::new(0);
@@ -219,7 +219,7 @@ pub fn video_zero_shot<B: Backend>(
         );
     }
     if clips.is_empty() {
-        return Ok(json!({"note": "no held-out clips"}));
+        return Ok((json!({"note": "no held-out clips"}), Vec::new()));
     }
     let emb = embed_clips(vision, &clips, device);
     let mut rows = Vec::with_capacity(names.len());
@@ -251,14 +251,79 @@ pub fn video_zero_shot<B: Backend>(
             json!({"class": names[c], "clips": of.len(), "right": predicted[c], "predicted": predicted})
         })
         .collect();
-    Ok(json!({
+    let mut out = json!({
         "clips": clips.len(),
         "frames": frames,
         "zero_shot_top1": correct as f64 / labelled.len().max(1) as f64,
         "chance": 1.0 / names.len() as f64,
         "classes": names,
         "per_class": per_class,
-    }))
+    });
+    if let Some(groups) = ds.class_groups() {
+        out["kinds"] = kind_scores(&groups, &labelled, names.len());
+    }
+    Ok((out, labelled.iter().map(|(l, p)| l == p).collect()))
+}
+
+/// McNemar's exact test of two models on the same clips: how many each gets right that
+/// the other does not, and the two-sided p-value of that split under "equally good" (a
+/// fair coin over the clips where they disagree).
+fn paired_test(a: &[bool], b: &[bool]) -> Value {
+    let only_a = a.iter().zip(b).filter(|&(&x, &y)| x && !y).count();
+    let only_b = a.iter().zip(b).filter(|&(&x, &y)| !x && y).count();
+    json!({
+        "only_this": only_a,
+        "only_base": only_b,
+        "both": a.iter().zip(b).filter(|&(&x, &y)| x && y).count(),
+        "p_value": binomial_two_sided(only_a.min(only_b), only_a + only_b),
+    })
+}
+
+/// P(X <= k) + P(X >= n - k) for X ~ Binomial(n, 1/2), at most 1.
+fn binomial_two_sided(k: usize, n: usize) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    // pmf(i) = C(n, i) / 2^n, built in logs so that n in the thousands stays finite.
+    let mut log_c = 0.0f64;
+    let mut tail = 0.0f64;
+    for i in 0..=k {
+        if i > 0 {
+            log_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        tail += (log_c - n as f64 * std::f64::consts::LN_2).exp();
+    }
+    (2.0 * tail).min(1.0)
+}
+
+/// The same predictions scored by kind: right when the predicted class is of the label's
+/// kind (what an order-free average of frames can tell), with the chance level of a
+/// uniform guess among the classes on these labels.
+fn kind_scores(
+    groups: &[(String, Vec<usize>)],
+    labelled: &[(usize, usize)],
+    classes: usize,
+) -> Value {
+    let kind_of = |c: usize| groups.iter().position(|(_, g)| g.contains(&c));
+    let same = |l: usize, p: usize| kind_of(l).is_some() && kind_of(l) == kind_of(p);
+    let right = labelled.iter().filter(|&&(l, p)| same(l, p)).count();
+    let chance: f64 = labelled
+        .iter()
+        .map(|&(l, _)| kind_of(l).map_or(0.0, |k| groups[k].1.len() as f64 / classes.max(1) as f64))
+        .sum();
+    let n = labelled.len().max(1) as f64;
+    json!({
+        "names": groups.iter().map(|(g, _)| g.clone()).collect::<Vec<_>>(),
+        "top1": right as f64 / n,
+        "chance": chance / n,
+        "right": groups
+            .iter()
+            .map(|(_, g)| {
+                let of: Vec<_> = labelled.iter().filter(|(l, _)| g.contains(l)).collect();
+                json!({"clips": of.len(), "right": of.iter().filter(|&&&(l, p)| same(l, p)).count()})
+            })
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// Held-out samples of a synthetic image source, for probes and QA.
@@ -301,7 +366,7 @@ pub fn evaluate_stage<B: Backend>(
     if let (Some(text), Some(tc)) = (&model.text, &towers.text_config) {
         if let Some((p, ctor)) = video_source(stage, plan, dir) {
             let frames = p.frames.unwrap_or(1).max(1) as usize;
-            let mut v = video_zero_shot(
+            let (mut v, right) = video_zero_shot(
                 &model.vision,
                 text,
                 &tok,
@@ -315,7 +380,7 @@ pub fn evaluate_stage<B: Backend>(
             // The model the stage started from, on the same clips.
             if let Some(init) = &stage.init {
                 if let Ok(base) = start_model::<B>(plan, dir, init, towers, stage, device) {
-                    let b = video_zero_shot(
+                    let (b, base_right) = video_zero_shot(
                         &base.vision,
                         base.text.as_ref().unwrap_or(text),
                         &tok,
@@ -328,6 +393,10 @@ pub fn evaluate_stage<B: Backend>(
                     )?;
                     v[format!("{init}_zero_shot_top1")] = b["zero_shot_top1"].clone();
                     v[format!("{init}_per_class")] = b["per_class"].clone();
+                    v[format!("{init}_kinds")] = b["kinds"].clone();
+                    if right.len() == base_right.len() && !right.is_empty() {
+                        v[format!("against_{init}")] = paired_test(&right, &base_right);
+                    }
                 }
             }
             out["video"] = v;
@@ -427,4 +496,50 @@ fn start_model<B: Backend>(
         m.text = Some(crate::checkpoint::assign(text, &part("text"), "")?);
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_count_a_prediction_of_the_same_kind_as_right() {
+        let groups = vec![
+            ("sideways".to_string(), vec![0, 1]),
+            ("colour".to_string(), vec![2]),
+        ];
+        // (label, predicted): right by class once, by kind three times.
+        let labelled = [(0, 0), (0, 1), (1, 2), (2, 2), (2, 0), (1, 0)];
+        let k = kind_scores(&groups, &labelled, 3);
+        assert_eq!(k["top1"].as_f64(), Some(4.0 / 6.0));
+        // Chance: 2/3 for the four sideways labels, 1/3 for the two colour ones.
+        let chance = k["chance"].as_f64().unwrap_or(0.0);
+        assert!((chance - (4.0 * 2.0 / 3.0 + 2.0 / 3.0) / 6.0).abs() < 1e-12);
+        assert_eq!(k["right"][0]["clips"], 4);
+        assert_eq!(k["right"][0]["right"], 3);
+        assert_eq!(k["right"][1]["right"], 1);
+    }
+
+    #[test]
+    fn the_paired_test_matches_hand_computed_binomial_tails() {
+        // n = 4, k = 0: 2 * (1/16).
+        assert!((binomial_two_sided(0, 4) - 0.125).abs() < 1e-12);
+        // n = 10, k = 2: 2 * (1 + 10 + 45) / 1024.
+        assert!((binomial_two_sided(2, 10) - 112.0 / 1024.0).abs() < 1e-12);
+        // An even split is no evidence at all.
+        assert_eq!(binomial_two_sided(5, 10), 1.0);
+        assert_eq!(binomial_two_sided(0, 0), 1.0);
+        let a = [true, true, true, false, true];
+        let b = [false, false, true, false, false];
+        let t = paired_test(&a, &b);
+        assert_eq!(
+            (
+                t["only_this"].clone(),
+                t["only_base"].clone(),
+                t["both"].clone()
+            ),
+            (json!(3), json!(0), json!(1))
+        );
+        assert!((t["p_value"].as_f64().unwrap_or(0.0) - 0.25).abs() < 1e-12);
+    }
 }

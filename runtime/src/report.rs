@@ -201,6 +201,14 @@ pub fn markdown(
                             100.0 * b
                         );
                     }
+                    let t = &v[format!("against_{init}")];
+                    if let Some(p) = t["p_value"].as_f64() {
+                        let _ = write!(
+                            s,
+                            " (right only here on {} clips, only by `{init}` on {}: McNemar's exact p = {:.2e})",
+                            t["only_this"], t["only_base"], p
+                        );
+                    }
                 }
                 let _ = writeln!(s, ".");
                 // Per class: what each model gets right (the pairs that differ only in
@@ -229,6 +237,32 @@ pub fn markdown(
                         );
                     }
                     let _ = writeln!(s);
+                }
+                // By kind: what an average of frames can tell (a clip and its reverse
+                // average alike).
+                let k = &v["kinds"];
+                if let Some(top1) = k["top1"].as_f64() {
+                    let _ = write!(
+                        s,
+                        "By kind of motion ({}; a prediction is right when it names a motion \
+                         of the clip's kind): **{:.1}%** (chance {:.1}%)",
+                        k["names"]
+                            .as_array()
+                            .map(|n| n
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", "))
+                            .unwrap_or_default(),
+                        100.0 * top1,
+                        100.0 * k["chance"].as_f64().unwrap_or(0.0)
+                    );
+                    if let Some(init) = &st.init {
+                        if let Some(b) = v[format!("{init}_kinds")]["top1"].as_f64() {
+                            let _ = write!(s, "; the image-only `{init}` model: {:.1}%", 100.0 * b);
+                        }
+                    }
+                    let _ = writeln!(s, ".\n");
                 }
             }
             let q = &e["questions"];

@@ -46,6 +46,11 @@ pub trait VideoDataset: Send + Sync {
     fn class_names(&self) -> Option<Vec<String>> {
         None
     }
+    /// The classes grouped into what an order-free average of frames can tell apart (a
+    /// clip and the same clip reversed average alike): each group's name and classes.
+    fn class_groups(&self) -> Option<Vec<(String, Vec<usize>)>> {
+        None
+    }
     fn prompt(&self, c: usize) -> String {
         crate::first_prompt(self.prompts(c), c)
     }
@@ -95,6 +100,14 @@ pub const MOTIONS: [&str; 7] = [
     "growing",
     "shrinking",
     "changing colour",
+];
+
+/// The motions by kind, each kind the classes that differ only in time's direction.
+pub const MOTION_KINDS: [(&str, &[usize]); 4] = [
+    ("moving sideways", &[0, 1]),
+    ("moving vertically", &[2, 3]),
+    ("changing size", &[4, 5]),
+    ("changing colour", &[6]),
 ];
 
 /// Shape kinds used in clips: the first 8 of `SHAPES`.
@@ -290,6 +303,17 @@ impl VideoDataset for SyntheticVideo {
 
     fn class_names(&self) -> Option<Vec<String>> {
         Some(MOTIONS.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Left and right, up and down, growing and shrinking are each one clip played
+    /// forwards and backwards: their frames are the same set.
+    fn class_groups(&self) -> Option<Vec<(String, Vec<usize>)>> {
+        Some(
+            MOTION_KINDS
+                .iter()
+                .map(|(name, classes)| (name.to_string(), classes.to_vec()))
+                .collect(),
+        )
     }
 
     /// One prompt per shape, phrased like the captions.
@@ -556,6 +580,28 @@ mod tests {
         assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
         assert_eq!(v.class_names().unwrap().len(), 7);
         assert!(v.prompt(0).ends_with("moving left"));
+        // Every class is of exactly one kind, and a kind's two classes are one motion
+        // forwards and backwards.
+        let kinds = v.class_groups().unwrap();
+        for c in 0..7 {
+            assert_eq!(
+                kinds.iter().filter(|(_, g)| g.contains(&c)).count(),
+                1,
+                "{c}"
+            );
+        }
+        let opposite = |a: &str, b: &str| {
+            [("left", "right"), ("up", "down"), ("growing", "shrinking")]
+                .iter()
+                .any(|&(x, y)| {
+                    (a.ends_with(x) && b.ends_with(y)) || (a.ends_with(y) && b.ends_with(x))
+                })
+        };
+        for (name, g) in &kinds {
+            if let [a, b] = g[..] {
+                assert!(opposite(MOTIONS[a], MOTIONS[b]), "{name}");
+            }
+        }
     }
 
     #[test]
