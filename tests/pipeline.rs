@@ -98,6 +98,17 @@ fn the_whole_pipeline_runs_and_a_changed_captioner_reruns_only_what_depends_on_i
         v["zero_shot_top1"].is_number() && v["core_zero_shot_top1"].is_number(),
         "{v}"
     );
+    // The same predictions by kind of motion, and the paired test against the start model
+    // over the same clips: every clip is right by both, one, or neither.
+    assert_eq!(v["kinds"]["names"].as_array().map(Vec::len), Some(4), "{v}");
+    let t = &v["against_core"];
+    let right = |k: &str| t[k].as_u64().unwrap_or(u64::MAX);
+    let clips = v["clips"].as_u64().unwrap_or(0);
+    let top1 = |k: &str| (v[k].as_f64().unwrap_or(-1.0) * clips as f64).round() as u64;
+    assert_eq!(right("only_this") + right("both"), top1("zero_shot_top1"), "{t}");
+    assert_eq!(right("only_base") + right("both"), top1("core_zero_shot_top1"), "{t}");
+    let p = t["p_value"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&p), "{t}");
 
     // The data engine's dataset: one folder of PNG frames and one JSONL line per training
     // clip (27 of 30), each line its folder, a caption and the captioner's answers on the
