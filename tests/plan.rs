@@ -135,13 +135,13 @@ fn explain_one_path_says_where_each_value_came_from() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         stdout(&o).trim(),
-        "core.r48.batch = 32   # inherited from stage `core`: experiments/tiny/pipeline.pex:99"
+        "core.r48.batch = 32   # inherited from stage `core`: experiments/tiny/pipeline.pex:100"
     );
     // A default of the catalogue, a `with` update, a preset and a `--set`.
     let o = pexc(&["explain", file, "student.ln_post"]);
     assert!(stdout(&o).contains("default of `vit` (called at experiments/tiny/common.pex:21)"));
     let o = pexc(&["explain", file, "student.width"]);
-    assert!(stdout(&o).contains("`with` at experiments/tiny/pipeline.pex:77"));
+    assert!(stdout(&o).contains("`with` at experiments/tiny/pipeline.pex:78"));
     let o = pexc(&["explain", "experiments/pe/core_g14.pex", "vision.depth"]);
     assert!(
         stdout(&o).contains("vision.depth = 50   # preset at std/pe.pex:"),
