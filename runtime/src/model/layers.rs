@@ -146,13 +146,14 @@ impl<B: Backend> Attention<B> {
         let w = self.width();
         let [n, t, _] = x.dims();
         let qkv = project(x, self.in_proj_weight.val(), self.in_proj_bias.val());
-        let mut q = self.split_heads(qkv.clone().slice([0..n, 0..t, 0..w]));
-        let mut k = self.split_heads(qkv.clone().slice([0..n, 0..t, w..2 * w]));
+        let mut q = qkv.clone().slice([0..n, 0..t, 0..w]);
+        let mut k = qkv.clone().slice([0..n, 0..t, w..2 * w]);
         let v = self.split_heads(qkv.slice([0..n, 0..t, 2 * w..3 * w]));
         if let Some(r) = rope {
-            q = r.apply(q);
-            k = r.apply(k);
+            q = r.apply_tokens(q, self.heads);
+            k = r.apply_tokens(k, self.heads);
         }
+        let (q, k) = (self.split_heads(q), self.split_heads(k));
         let o = attention(
             q,
             k,
