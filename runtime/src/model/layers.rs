@@ -150,8 +150,8 @@ impl<B: Backend> Attention<B> {
         let mut k = qkv.clone().slice([0..n, 0..t, w..2 * w]);
         let v = self.split_heads(qkv.slice([0..n, 0..t, 2 * w..3 * w]));
         if let Some(r) = rope {
-            q = r.apply_tokens(q, self.heads);
-            k = r.apply_tokens(k, self.heads);
+            q = r.apply_tokens(q);
+            k = r.apply_tokens(k);
         }
         let (q, k) = (self.split_heads(q), self.split_heads(k));
         let o = attention(

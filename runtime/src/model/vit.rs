@@ -194,6 +194,7 @@ impl<B: Backend> VisionTransformer<B> {
         self.rope2d.then(|| {
             Rope::new(
                 self.width() / self.heads,
+                self.heads,
                 rows,
                 cols,
                 self.has_cls(),
