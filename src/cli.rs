@@ -292,7 +292,11 @@ fn collect_paths(v: &Val, out: &mut Vec<(FileId, String, pexc_compiler::source::
         }
         Value::Loss(terms) => {
             for t in terms {
-                let call = Val::new(Value::Call(Box::new(t.term.clone())), t.file, t.span);
+                let call = Val::new(
+                    Value::Call(std::sync::Arc::new(t.term.clone())),
+                    t.file,
+                    t.span,
+                );
                 collect_paths(&call, out);
             }
         }

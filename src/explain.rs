@@ -44,7 +44,7 @@ pub fn entries(checked: &Checked) -> Vec<Entry> {
                     format!(" (phases {})", names.join(", "))
                 }
             ),
-            origin: at(checked, root, s.name_span.start),
+            origin: at(checked, root, s.name_span.start()),
             doc: s.doc.clone(),
         });
         let _ = start;
@@ -104,7 +104,7 @@ fn at(checked: &Checked, file: pexc_compiler::source::FileId, offset: usize) -> 
 
 fn origin(checked: &Checked, v: &Val, ctor: Option<&str>) -> String {
     let f = checked.loaded.sources.get(v.file);
-    let place = at(checked, v.file, v.span.start);
+    let place = at(checked, v.file, v.span.start());
     match (v.provenance, &f.origin) {
         (Provenance::Set, _) | (_, Origin::Set(_)) => format!("--set {}", f.text),
         (Provenance::Default, _) => match ctor {
@@ -186,7 +186,7 @@ pub fn show(v: &Val) -> String {
             .iter()
             .map(|t| {
                 let term = show(&Val::new(
-                    Value::Call(Box::new(t.term.clone())),
+                    Value::Call(std::sync::Arc::new(t.term.clone())),
                     t.file,
                     t.span,
                 ));

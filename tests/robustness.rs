@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use pexc_compiler::syntax::parse::parsers_agree;
 use pexc_compiler::{check_file, check_source, Loader};
 use proptest::prelude::*;
 
@@ -192,12 +193,44 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         let _ = check_source("fuzz.pex", &bytes);
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            prop_assert_eq!(parsers_agree(text, false), Ok(()));
+        }
     }
 
     #[test]
     fn arbitrary_token_soup_never_panics(tokens in proptest::collection::vec(0..TOKENS.len(), 0..200)) {
         let text: String = tokens.iter().map(|&t| TOKENS[t]).collect::<Vec<_>>().join(" ");
         let _ = check_source("soup.pex", text.as_bytes());
+        prop_assert_eq!(parsers_agree(&text, false), Ok(()));
+        prop_assert_eq!(parsers_agree(&text, true), Ok(()));
+    }
+
+    /// The parser generated from the grammar (compiler/build.rs) accepts exactly what pest
+    /// accepts, with the same tree, on mutated experiments: spliced tokens, dropped and
+    /// repeated lines, flipped bytes.
+    #[test]
+    fn the_fast_parser_agrees_with_pest(seed in any::<usize>(), mutations in proptest::collection::vec(mutation(), 0..6)) {
+        let files = corpus();
+        prop_assume!(!files.is_empty());
+        let (_, original) = &files[seed % files.len()];
+        let mut bytes = original.clone();
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        prop_assert_eq!(parsers_agree(&text, false), Ok(()));
+    }
+
+    /// The same for lone expressions (`--set` values): arbitrary short text and token soup.
+    #[test]
+    fn the_fast_parser_agrees_with_pest_on_expressions(
+        raw in ".{0,40}",
+        tokens in proptest::collection::vec(0..TOKENS.len(), 0..12),
+    ) {
+        prop_assert_eq!(parsers_agree(&raw, true), Ok(()));
+        let text: String = tokens.iter().map(|&t| TOKENS[t]).collect();
+        prop_assert_eq!(parsers_agree(&text, true), Ok(()));
     }
 
     #[test]
@@ -220,6 +253,31 @@ proptest! {
             }
         }
     }
+}
+
+/// Every file of the repository, as it is and cut short at every line: the same tree from
+/// both parsers, or the same refusal.
+#[test]
+fn the_fast_parser_agrees_with_pest_on_the_corpus() {
+    let files = corpus();
+    assert!(files.len() > 40);
+    let mut accepted = 0;
+    for (path, bytes) in &files {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            continue;
+        };
+        if pexc_compiler::syntax::parse_module(text).is_ok() {
+            accepted += 1;
+        }
+        for (cut, _) in text.match_indices('\n').chain([(text.len(), "")]) {
+            let prefix = &text[..cut];
+            if let Err(e) = parsers_agree(prefix, false) {
+                panic!("{} cut at byte {cut}: {e}", path.display());
+            }
+        }
+    }
+    // Most of the corpus is valid: the trees were compared, not only the refusals.
+    assert!(accepted > 30, "{accepted}");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! `with` updates, taps, arithmetic and loss sums. Expectations flow down (a bare `cls`
 //! means the pooling where a pooling is expected); types are checked on the way up.
 
+use std::sync::Arc;
+
 use pexc_stdlib::{
     constructor, Constraint, Constructor, DefaultValue, Kind, Param, Tag, Ty, CONSTRUCTORS,
 };
@@ -250,7 +252,7 @@ impl Checker<'_> {
                 .iter()
                 .find(|c| c.name == name && c.kind == kind && c.has_tag(Tag::Bare))
             {
-                return here(Value::Call(Box::new(CallValue {
+                return here(Value::Call(Arc::new(CallValue {
                     ctor,
                     args: Vec::new(),
                 })));
@@ -290,7 +292,7 @@ impl Checker<'_> {
             .iter()
             .find(|c| c.name == name && c.has_tag(Tag::Bare))
         {
-            return here(Value::Call(Box::new(CallValue {
+            return here(Value::Call(Arc::new(CallValue {
                 ctor,
                 args: Vec::new(),
             })));
@@ -360,9 +362,9 @@ impl Checker<'_> {
     }
 
     /// Follows model references to the constructor call that declares the model.
-    pub(super) fn model_call(&self, v: &Val) -> Option<CallValue> {
+    pub(super) fn model_call(&self, v: &Val) -> Option<Arc<CallValue>> {
         match &v.value {
-            Value::Call(c) if c.ctor.kind == Kind::Model => Some((**c).clone()),
+            Value::Call(c) if c.ctor.kind == Kind::Model => Some(c.clone()),
             Value::Model(r) => super::model_call(&self.defs, r).cloned(),
             _ => None,
         }
@@ -511,7 +513,7 @@ impl Checker<'_> {
             }
         }
         fill_defaults(&mut call, cx, span);
-        Val::new(Value::Call(Box::new(call)), cx.file, span)
+        Val::new(Value::Call(Arc::new(call)), cx.file, span)
     }
 
     fn eval_with(
@@ -526,7 +528,7 @@ impl Checker<'_> {
         let call = match &b.value {
             Value::Invalid => return Val::invalid(cx.file, span),
             Value::Call(c) => Some((**c).clone()),
-            Value::Model(_) => self.model_call(&b),
+            Value::Model(_) => self.model_call(&b).map(Arc::unwrap_or_clone),
             Value::Record(fs) => {
                 let mut out = fs.clone();
                 for f in fields {
@@ -608,7 +610,7 @@ impl Checker<'_> {
             }
         }
         refresh_defaults(&mut call, cx, span);
-        Val::new(Value::Call(Box::new(call)), cx.file, span)
+        Val::new(Value::Call(Arc::new(call)), cx.file, span)
     }
 
     fn eval_member(
@@ -972,7 +974,7 @@ impl Checker<'_> {
             (Ty::Of(Kind::Loss), Value::Call(c)) if c.ctor.kind == Kind::Loss => {
                 return with(Value::Loss(vec![LossTerm {
                     weight: 1.0,
-                    term: *c,
+                    term: Arc::unwrap_or_clone(c),
                     file,
                     span,
                 }]))
@@ -1167,7 +1169,7 @@ fn fill_defaults(call: &mut CallValue, cx: Cx, span: Span) {
             DefaultValue::Bool(b) => Value::Bool(b),
             DefaultValue::Str(s) => Value::Str(s.into()),
             DefaultValue::Variant(name) => match CONSTRUCTORS.iter().find(|c| c.name == name) {
-                Some(ctor) => Value::Call(Box::new(CallValue {
+                Some(ctor) => Value::Call(Arc::new(CallValue {
                     ctor,
                     args: Vec::new(),
                 })),
@@ -1179,7 +1181,7 @@ fn fill_defaults(call: &mut CallValue, cx: Cx, span: Span) {
                     .filter_map(|n| CONSTRUCTORS.iter().find(|c| c.name == *n))
                     .map(|ctor| {
                         default_val(
-                            Value::Call(Box::new(CallValue {
+                            Value::Call(Arc::new(CallValue {
                                 ctor,
                                 args: Vec::new(),
                             })),

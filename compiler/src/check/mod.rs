@@ -160,11 +160,14 @@ impl Checked {
 
     /// The constructor call behind a model reference, following aliases.
     pub fn model_call(&self, r: &ModelRef) -> Option<&CallValue> {
-        model_call(&self.defs, r)
+        model_call(&self.defs, r).map(|c| &**c)
     }
 }
 
-pub(crate) fn model_call<'d>(defs: &'d [CheckedDef], r: &ModelRef) -> Option<&'d CallValue> {
+pub(crate) fn model_call<'d>(
+    defs: &'d [CheckedDef],
+    r: &ModelRef,
+) -> Option<&'d std::sync::Arc<CallValue>> {
     let mut id = r.def()?;
     for _ in 0..defs.len() + 1 {
         match &defs[id.0].value.as_ref()?.value {

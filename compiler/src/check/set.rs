@@ -281,7 +281,7 @@ impl Checker<'_> {
             }
             Value::Call(c) => (**c).clone(),
             Value::Model(_) => match self.model_call(&target) {
-                Some(c) => c,
+                Some(c) => std::sync::Arc::unwrap_or_clone(c),
                 None => return target,
             },
             other => {
@@ -332,7 +332,7 @@ impl Checker<'_> {
         };
         refresh_defaults(&mut call, home, target.span);
         Val {
-            value: Value::Call(Box::new(call)),
+            value: Value::Call(std::sync::Arc::new(call)),
             ..target
         }
     }

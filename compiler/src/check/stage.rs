@@ -3,6 +3,8 @@
 //! (resolution vs patch, taps, mask fraction x batch, devices and accumulation, frame
 //! pooling, losses and the models they need, teacher dimensions, warnings).
 
+use std::sync::Arc;
+
 use pexc_stdlib::{stage_field, Tag, Ty, STAGE_FIELDS, UNITS};
 
 use super::eval::show_number;
@@ -321,7 +323,7 @@ impl Checker<'_> {
                 }
             }
         }
-        let models: Vec<(String, CallValue)> = model_vals
+        let models: Vec<(String, Arc<CallValue>)> = model_vals
             .iter()
             .filter_map(|v| Some((model_name(v), self.model_call(v)?)))
             .collect();
@@ -419,7 +421,7 @@ impl Checker<'_> {
                         if patch > 0
                             && res > 0
                             && res % patch != 0
-                            && reported.insert((res_field.value.span.start, name.clone()))
+                            && reported.insert((res_field.value.span.start(), name.clone()))
                         {
                             let below = res / patch * patch;
                             let above = below + patch;
@@ -477,7 +479,7 @@ impl Checker<'_> {
                         };
                         if let Some(product) = whole_product(&fraction.value, batch) {
                             if !product.0
-                                && reported.insert((fraction.span.start, format!("mask{batch}")))
+                                && reported.insert((fraction.span.start(), format!("mask{batch}")))
                             {
                                 let fraction_text = show_number(&fraction.value);
                                 let help = Some(format!(
@@ -513,7 +515,7 @@ impl Checker<'_> {
                 let by = devices.saturating_mul(accumulate);
                 if by > 1
                     && batch % by != 0
-                    && reported.insert((bf.value.span.start, format!("div{by}")))
+                    && reported.insert((bf.value.span.start(), format!("div{by}")))
                 {
                     let why = match (devices > 1, accumulate > 1) {
                         (true, true) => {
@@ -553,7 +555,7 @@ impl Checker<'_> {
                     Value::StageData { .. } | Value::Invalid => true,
                     _ => true,
                 };
-                if !is_video && reported.insert((video.value.span.start, "video".into())) {
+                if !is_video && reported.insert((video.value.span.start(), "video".into())) {
                     self.err(
                         video.value.file,
                         Error::FramePoolOnImages {
@@ -569,7 +571,7 @@ impl Checker<'_> {
                 if let Value::Call(c) = &opt.value.value {
                     if let Some(lr) = c.arg("lr") {
                         if lr.as_f64().is_some_and(|x| x > 1.0)
-                            && reported.insert((lr.span.start, "lr".into()))
+                            && reported.insert((lr.span.start(), "lr".into()))
                         {
                             self.err(
                                 lr.file,
@@ -586,7 +588,7 @@ impl Checker<'_> {
             if let Some(loss) = st.field_in(*p, "loss") {
                 if let Value::Loss(terms) = &loss.value.value {
                     for t in terms {
-                        if !reported.insert((t.span.start, "loss".into())) {
+                        if !reported.insert((t.span.start(), "loss".into())) {
                             continue;
                         }
                         self.check_loss_term(st, t, &models, models_known);
@@ -603,7 +605,7 @@ impl Checker<'_> {
         &mut self,
         st: &CheckedStage,
         t: &LossTerm,
-        models: &[(String, CallValue)],
+        models: &[(String, Arc<CallValue>)],
         models_known: bool,
     ) {
         for need in t.term.ctor.needs.iter().filter(|_| models_known) {
@@ -676,7 +678,7 @@ impl Checker<'_> {
     /// The model behind a teacher: `frozen(m)` or `frozen(m).layer(k)`.
     /// Every model behind a teacher: a tap's model, a frozen model and its text tower, or
     /// the models a frozen stage trains.
-    fn teacher_models(&self, v: &Val) -> Vec<(String, CallValue)> {
+    fn teacher_models(&self, v: &Val) -> Vec<(String, Arc<CallValue>)> {
         match &v.value {
             Value::Call(c) if c.ctor.name == "frozen" => {
                 let mut out = Vec::new();
@@ -695,7 +697,7 @@ impl Checker<'_> {
     }
 
     /// The models stage `name` trains, with their declarations.
-    fn stage_models(&self, name: &str) -> Vec<(String, CallValue)> {
+    fn stage_models(&self, name: &str) -> Vec<(String, Arc<CallValue>)> {
         let Some(syn) = self.stage_index.get(name).map(|&i| &self.stage_syn[i]) else {
             return Vec::new();
         };
@@ -822,7 +824,7 @@ impl Checker<'_> {
         }
     }
 
-    fn teacher_model(&self, v: &Val) -> Option<(String, CallValue)> {
+    fn teacher_model(&self, v: &Val) -> Option<(String, Arc<CallValue>)> {
         let model = match &v.value {
             Value::Tap(t) => t.model.clone(),
             Value::Call(c) if c.ctor.name == "frozen" => match &c.arg("model")?.value {
@@ -836,8 +838,8 @@ impl Checker<'_> {
     }
 
     /// A projector's output feeds the decoder: the widths must agree.
-    fn check_projector_widths(&mut self, models: &[(String, CallValue)]) {
-        let decoders: Vec<&(String, CallValue)> = models
+    fn check_projector_widths(&mut self, models: &[(String, Arc<CallValue>)]) {
+        let decoders: Vec<&(String, Arc<CallValue>)> = models
             .iter()
             .filter(|(_, c)| c.has_tag(Tag::Decoder))
             .collect();

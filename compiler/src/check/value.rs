@@ -2,6 +2,7 @@
 //! consumes. Each value remembers where it came from (file and span, or a default).
 
 use pexc_stdlib::{Constructor, Kind, Tag};
+use std::sync::Arc;
 
 use crate::source::{FileId, Span};
 
@@ -75,7 +76,7 @@ pub enum Value {
     Tuple(Vec<Val>),
     Record(Vec<(String, Val)>),
     /// A constructor applied to its arguments (defaults filled in).
-    Call(Box<CallValue>),
+    Call(Arc<CallValue>),
     /// A weighted sum of loss terms.
     Loss(Vec<LossTerm>),
     /// A declared model, by identity.

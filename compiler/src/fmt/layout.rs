@@ -71,10 +71,10 @@ pub fn end(e: &Expr) -> usize {
     match &e.kind {
         ExprKind::Member {
             name, args: None, ..
-        } => name.span.end,
+        } => name.span.end(),
         ExprKind::Binary { rhs, .. } => end(rhs),
         ExprKind::Neg(inner) => end(inner),
-        _ => e.span.end,
+        _ => e.span.end(),
     }
 }
 
@@ -268,12 +268,12 @@ impl<'a> Layout<'a> {
     /// Where a statement starts and ends in the source.
     fn bounds(&self, stmt: Stmt) -> (usize, usize) {
         match stmt {
-            Stmt::Use(u) => (u.span.start, u.span.end),
-            Stmt::Def(d) => (d.span.start, end(&d.value)),
-            Stmt::Stage(s) => (s.span.start, s.span.end),
-            Stmt::Field(f) => (f.name.span.start, end(&f.value)),
-            Stmt::Phase(p) => (p.span.start, p.span.end),
-            Stmt::Teacher(b) | Stmt::Export(b) => (b.span.start, end(&b.value)),
+            Stmt::Use(u) => (u.span.start(), u.span.end()),
+            Stmt::Def(d) => (d.span.start(), end(&d.value)),
+            Stmt::Stage(s) => (s.span.start(), s.span.end()),
+            Stmt::Field(f) => (f.name.span.start(), end(&f.value)),
+            Stmt::Phase(p) => (p.span.start(), p.span.end()),
+            Stmt::Teacher(b) | Stmt::Export(b) => (b.span.start(), end(&b.value)),
         }
     }
 
@@ -300,18 +300,18 @@ impl<'a> Layout<'a> {
             ModuleSource::Std(path) => path.clone(),
             // The string as written, escapes and all.
             ModuleSource::File(_) => self
-                .slice(u.source_span.start, u.source_span.end)
+                .slice(u.source_span.start(), u.source_span.end())
                 .trim_end()
                 .to_string(),
         };
-        let sep = self.find(u.source_span.end, "::");
+        let sep = self.find(u.source_span.end(), "::");
         let open = self.find(sep + 2, "{");
         let imports = u
             .imports
             .iter()
             .map(|i| Elem {
-                start: i.name.span.start,
-                end: i.local().span.end,
+                start: i.name.span.start(),
+                end: i.local().span.end(),
                 doc: Doc::text(match &i.alias {
                     Some(alias) => format!("{} as {}", i.name.name, alias.name),
                     None => i.name.name.clone(),
@@ -321,7 +321,7 @@ impl<'a> Layout<'a> {
         let list = self.seq(
             ("{", "}"),
             false,
-            (open, u.span.end - 1),
+            (open, u.span.end() - 1),
             imports,
             Trail::IfBroken,
         );
@@ -329,7 +329,7 @@ impl<'a> Layout<'a> {
     }
 
     fn stage(&mut self, s: &Stage) -> Doc {
-        let open = self.find(s.name.span.end, "{");
+        let open = self.find(s.name.span.end(), "{");
         let stmts: Vec<Stmt> = s
             .items
             .iter()
@@ -340,17 +340,18 @@ impl<'a> Layout<'a> {
                 StageItem::Export(b) => Stmt::Export(b),
             })
             .collect();
-        let rows = self.block(&stmts, open + 1, s.span.end - 1);
+        let rows = self.block(&stmts, open + 1, s.span.end() - 1);
         braced_block(format!("stage {} {{", s.name.name), rows)
     }
 
     /// A phase written on one line stays on one line when it fits and holds no comment;
     /// otherwise one field per line.
     fn phase(&mut self, p: &Phase) -> Doc {
-        let open = self.find(p.name.span.end, "{");
-        let close = p.span.end - 1;
+        let open = self.find(p.name.span.end(), "{");
+        let close = p.span.end() - 1;
         let head = format!("phase {} {{", p.name.name);
-        let one_line = self.same_line(p.span.start, p.span.end) && !self.has_comment(open, close);
+        let one_line =
+            self.same_line(p.span.start(), p.span.end()) && !self.has_comment(open, close);
         if !one_line {
             let stmts: Vec<Stmt> = p.fields.iter().map(Stmt::Field).collect();
             let rows = self.block(&stmts, open + 1, close);
@@ -394,13 +395,13 @@ impl<'a> Layout<'a> {
         match &e.kind {
             // Literals as written: `2K`, `32Ki`, `1_000`, `2e-3`, escapes in strings.
             ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Overflow | ExprKind::Str(_) => {
-                Doc::text(self.slice(e.span.start, e.span.end))
+                Doc::text(self.slice(e.span.start(), e.span.end()))
             }
             ExprKind::Bool(b) => Doc::text(if *b { "true" } else { "false" }),
             ExprKind::Name(name) => Doc::text(name.clone()),
             ExprKind::Call { callee, args } => {
-                let open = self.find(callee.span.end, "(");
-                let args = self.args(args, open, e.span.end - 1);
+                let open = self.find(callee.span.end(), "(");
+                let args = self.args(args, open, e.span.end() - 1);
                 Doc::Concat(vec![Doc::text(callee.name.clone()), args])
             }
             ExprKind::List(items) => {
@@ -408,7 +409,7 @@ impl<'a> Layout<'a> {
                 self.seq(
                     ("[", "]"),
                     false,
-                    (e.span.start, e.span.end - 1),
+                    (e.span.start(), e.span.end() - 1),
                     elems,
                     Trail::IfBroken,
                 )
@@ -423,7 +424,7 @@ impl<'a> Layout<'a> {
                 self.seq(
                     ("(", ")"),
                     false,
-                    (e.span.start, e.span.end - 1),
+                    (e.span.start(), e.span.end() - 1),
                     elems,
                     trail,
                 )
@@ -433,17 +434,17 @@ impl<'a> Layout<'a> {
                 self.seq(
                     ("(", ")"),
                     false,
-                    (e.span.start, e.span.end - 1),
+                    (e.span.start(), e.span.end() - 1),
                     elems,
                     Trail::Never,
                 )
             }
-            ExprKind::Record(fields) => self.record(fields, e.span.start, e.span.end - 1),
+            ExprKind::Record(fields) => self.record(fields, e.span.start(), e.span.end() - 1),
             ExprKind::Member { base, name, args } => {
                 let mut parts = vec![self.expr(base), Doc::text(format!(".{}", name.name))];
                 if let Some(args) = args {
-                    let open = self.find(name.span.end, "(");
-                    parts.push(self.args(args, open, e.span.end - 1));
+                    let open = self.find(name.span.end(), "(");
+                    parts.push(self.args(args, open, e.span.end() - 1));
                 }
                 Doc::Concat(parts)
             }
@@ -451,7 +452,7 @@ impl<'a> Layout<'a> {
                 let base_doc = self.expr(base);
                 let with = self.find(end(base), "with");
                 let open = self.find(with + "with".len(), "{");
-                let record = self.record(fields, open, e.span.end - 1);
+                let record = self.record(fields, open, e.span.end() - 1);
                 Doc::Concat(vec![base_doc, Doc::text(" with "), record])
             }
             ExprKind::Binary {
@@ -500,7 +501,7 @@ impl<'a> Layout<'a> {
         let mut prev = end(operands[0]);
         for (operand, op) in operands[1..].iter().zip(ops) {
             let doc = self.expr(operand);
-            let comments = self.take(prev, operand.span.start);
+            let comments = self.take(prev, operand.span.start());
             let mut leading = &comments[..];
             if let Some(c) = comments.first() {
                 if self.same_line(prev, c.start) {
@@ -524,7 +525,7 @@ impl<'a> Layout<'a> {
         items
             .iter()
             .map(|item| Elem {
-                start: item.span.start,
+                start: item.span.start(),
                 end: end(item),
                 doc: self.expr(item),
             })
@@ -542,7 +543,7 @@ impl<'a> Layout<'a> {
                     None => value,
                 };
                 Elem {
-                    start: a.span.start,
+                    start: a.span.start(),
                     end: end(&a.value),
                     doc,
                 }
@@ -558,7 +559,7 @@ impl<'a> Layout<'a> {
             .map(|f| {
                 let value = self.expr(&f.value);
                 Elem {
-                    start: f.span.start,
+                    start: f.span.start(),
                     end: end(&f.value),
                     doc: Doc::Concat(vec![Doc::text(format!("{}: ", f.name.name)), value]),
                 }

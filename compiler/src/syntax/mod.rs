@@ -1,6 +1,7 @@
 //! Syntax: the pest grammar (grammar/pex.pest), the AST, and syntax errors in words.
 
 pub mod ast;
+mod fast;
 pub mod parse;
 pub mod words;
 

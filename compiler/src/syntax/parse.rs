@@ -1,11 +1,11 @@
-//! pest's parse tree -> AST. The tree is flattened once into an array in preorder (one
-//! pass over pest's tokens); the builder then walks it by index, one function per node kind,
+//! Parse tree -> AST. The tree is an array in preorder (from the fast parser generated from
+//! the grammar, or flattened from pest's tokens); the builder then walks it by index, one function per node kind,
 //! punctuation skipped. Naming: `x` builds the node of rule `x` from its index.
 
 use pest::Parser;
 
 use super::ast::*;
-use super::words;
+use super::{fast, words};
 use crate::diagnostic::Error;
 use crate::source::Span;
 
@@ -26,9 +26,7 @@ pub const MAX_FILE_BYTES: usize = 64 << 20;
 pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
     check_size(text)?;
     check_nesting(text)?;
-    let pairs =
-        PexParser::parse(Rule::file, text).map_err(|e| Box::new(words::syntax_error(text, e)))?;
-    let mut b = Builder::new(text, pairs);
+    let mut b = Builder::new(text, tree(Rule::file, text)?);
     let mut items = Vec::new();
     let mut kids = b.kids(0);
     while let Some(k) = b.next(&mut kids) {
@@ -50,9 +48,7 @@ pub fn parse_module(text: &str) -> Result<Module, Box<Error>> {
 pub fn parse_expression(text: &str) -> Result<Expr, Box<Error>> {
     check_size(text)?;
     check_nesting(text)?;
-    let pairs = PexParser::parse(Rule::expr_only, text)
-        .map_err(|e| Box::new(words::syntax_error(text, e)))?;
-    let mut b = Builder::new(text, pairs);
+    let mut b = Builder::new(text, tree(Rule::expr_only, text)?);
     let mut kids = b.kids(0);
     let mut expr = None;
     while let Some(k) = b.next(&mut kids) {
@@ -161,6 +157,84 @@ fn memchr_newline(bytes: &[u8]) -> usize {
         .unwrap_or(bytes.len())
 }
 
+/// The parse tree of `text` as `rule`: the fast parser's, and when it refuses the text,
+/// pest's error in words.
+fn tree(rule: Rule, text: &str) -> Result<Vec<Node>, Box<Error>> {
+    if let Some(nodes) = fast::parse(rule, text) {
+        return Ok(nodes);
+    }
+    // Both parsers come from the same grammar, so pest refuses it too (the differential
+    // test holds them to that); should they ever disagree, pest's tree is the reference.
+    match PexParser::parse(rule, text) {
+        Ok(pairs) => Ok(pest_tree(pairs)),
+        Err(e) => Err(Box::new(words::syntax_error(text, e))),
+    }
+}
+
+/// pest's parse tree in the same preorder form as the fast parser's.
+fn pest_tree(pairs: pest::iterators::Pairs<'_, Rule>) -> Vec<Node> {
+    use pest::Token;
+    let tokens = pairs.tokens();
+    let mut nodes = Vec::with_capacity(tokens.len() / 2);
+    let mut open: Vec<usize> = Vec::new();
+    for token in tokens {
+        match token {
+            Token::Start { rule, pos } => {
+                open.push(nodes.len());
+                nodes.push(Node {
+                    rule,
+                    start: small(pos.pos()),
+                    end: small(pos.pos()),
+                    next: 0,
+                });
+            }
+            Token::End { pos, .. } => {
+                if let Some(i) = open.pop() {
+                    let next = nodes.len();
+                    let node = &mut nodes[i];
+                    node.end = small(pos.pos());
+                    node.next = small(next);
+                }
+            }
+        }
+    }
+    nodes
+}
+
+/// Whether the fast parser and pest agree on `text` (parsed as a file, or as a lone
+/// expression): both refuse it, or both accept it with the same tree. For the differential
+/// tests; `Err` says how they differ.
+#[doc(hidden)]
+pub fn parsers_agree(text: &str, as_expression: bool) -> Result<(), String> {
+    let rule = if as_expression {
+        Rule::expr_only
+    } else {
+        Rule::file
+    };
+    let fast = fast::parse(rule, text);
+    let pest = PexParser::parse(rule, text).map(pest_tree);
+    match (fast, pest) {
+        (None, Err(_)) => Ok(()),
+        (Some(f), Ok(p)) if f == p => Ok(()),
+        (Some(f), Ok(p)) => {
+            let at = f
+                .iter()
+                .zip(&p)
+                .position(|(a, b)| a != b)
+                .unwrap_or(f.len().min(p.len()));
+            Err(format!(
+                "different trees: node {at} is {:?} (fast) against {:?} (pest); {} against {} nodes",
+                f.get(at),
+                p.get(at),
+                f.len(),
+                p.len()
+            ))
+        }
+        (Some(_), Err(e)) => Err(format!("the fast parser accepts what pest refuses: {e}")),
+        (None, Ok(_)) => Err("the fast parser refuses what pest accepts".into()),
+    }
+}
+
 fn is_token(rule: Rule) -> bool {
     matches!(
         rule,
@@ -214,12 +288,12 @@ fn doc_above(text: &str, start: usize) -> Option<String> {
 /// One node of pest's parse tree: its rule, its span, and the index just past its subtree
 /// (its next sibling, when it has one). 32-bit offsets (files are at most
 /// `MAX_FILE_BYTES`): a large file's tree is half the memory to write and read.
-#[derive(Clone, Copy, Debug)]
-struct Node {
-    rule: Rule,
-    start: u32,
-    end: u32,
-    next: u32,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Node {
+    pub(super) rule: Rule,
+    pub(super) start: u32,
+    pub(super) end: u32,
+    pub(super) next: u32,
 }
 
 impl Node {
@@ -264,32 +338,7 @@ const REFUSED: Expr = Expr {
 };
 
 impl<'t> Builder<'t> {
-    fn new(text: &'t str, pairs: pest::iterators::Pairs<'t, Rule>) -> Self {
-        use pest::Token;
-        let tokens = pairs.tokens();
-        let mut nodes = Vec::with_capacity(tokens.len() / 2);
-        let mut open: Vec<usize> = Vec::new();
-        for token in tokens {
-            match token {
-                Token::Start { rule, pos } => {
-                    open.push(nodes.len());
-                    nodes.push(Node {
-                        rule,
-                        start: small(pos.pos()),
-                        end: small(pos.pos()),
-                        next: 0,
-                    });
-                }
-                Token::End { pos, .. } => {
-                    if let Some(i) = open.pop() {
-                        let next = nodes.len();
-                        let node = &mut nodes[i];
-                        node.end = small(pos.pos());
-                        node.next = small(next);
-                    }
-                }
-            }
-        }
+    fn new(text: &'t str, nodes: Vec<Node>) -> Self {
         Builder {
             text,
             nodes,
@@ -370,7 +419,7 @@ impl<'t> Builder<'t> {
         let word = self.str(k);
         let span = self.span(k);
         self.refuse(
-            span.start,
+            span.start(),
             Error::Syntax {
                 message: format!("expected a name, found `{word}`"),
                 label: "expected a name".into(),
@@ -428,7 +477,7 @@ impl<'t> Builder<'t> {
             kind,
             name,
             value,
-            doc: doc_above(self.text, whole.start),
+            doc: doc_above(self.text, whole.start()),
             span: whole,
         }
     }
@@ -465,7 +514,7 @@ impl<'t> Builder<'t> {
         Stage {
             name,
             items,
-            doc: doc_above(self.text, whole.start),
+            doc: doc_above(self.text, whole.start()),
             span: whole,
         }
     }
