@@ -201,6 +201,13 @@ fn pest_tree(pairs: pest::iterators::Pairs<'_, Rule>) -> Vec<Node> {
     nodes
 }
 
+/// The generated parser alone, for the benchmark: the number of nodes in the tree of
+/// `text` as a file, or `None` when it does not parse.
+#[doc(hidden)]
+pub fn generated_tree_len(text: &str) -> Option<usize> {
+    fast::parse(Rule::file, text).map(|nodes| nodes.len())
+}
+
 /// Whether the fast parser and pest agree on `text` (parsed as a file, or as a lone
 /// expression): both refuse it, or both accept it with the same tree. For the differential
 /// tests; `Err` says how they differ.
@@ -391,6 +398,16 @@ impl<'t> Builder<'t> {
         None
     }
 
+    /// How many meaningful children `k` has: the capacity of the vector that holds them.
+    fn count(&self, k: usize) -> usize {
+        let mut kids = self.kids(k);
+        let mut n = 0;
+        while self.next(&mut kids).is_some() {
+            n += 1;
+        }
+        n
+    }
+
     fn peek(&self, kids: &Kids) -> Option<usize> {
         let mut copy = *kids;
         self.next(&mut copy)
@@ -487,7 +504,7 @@ impl<'t> Builder<'t> {
         let mut kids = self.kids(k);
         let n = self.child(&mut kids, "a stage name");
         let name = self.ident(n);
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(self.count(k).saturating_sub(1));
         while let Some(item) = self.next(&mut kids) {
             let item = match self.rule(item) {
                 Rule::phase_decl => {
@@ -495,7 +512,7 @@ impl<'t> Builder<'t> {
                     let mut parts = self.kids(item);
                     let n = self.child(&mut parts, "a phase name");
                     let name = self.ident(n);
-                    let mut fields = Vec::new();
+                    let mut fields = Vec::with_capacity(self.count(item).saturating_sub(1));
                     while let Some(f) = self.next(&mut parts) {
                         fields.push(self.field(f));
                     }
@@ -713,7 +730,7 @@ impl<'t> Builder<'t> {
     /// The expressions among the children of `k`.
     fn exprs(&mut self, k: usize) -> Vec<Expr> {
         let mut kids = self.kids(k);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.count(k));
         while let Some(e) = self.next(&mut kids) {
             out.push(self.expr(e));
         }
@@ -722,7 +739,7 @@ impl<'t> Builder<'t> {
 
     fn args(&mut self, k: usize) -> Vec<Arg> {
         let mut kids = self.kids(k);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.count(k));
         while let Some(a) = self.next(&mut kids) {
             let s = self.span(a);
             out.push(match self.rule(a) {
@@ -749,7 +766,7 @@ impl<'t> Builder<'t> {
 
     fn record_fields(&mut self, k: usize) -> Vec<RecordField> {
         let mut kids = self.kids(k);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.count(k));
         while let Some(f) = self.next(&mut kids) {
             let s = self.span(f);
             let mut parts = self.kids(f);
