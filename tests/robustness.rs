@@ -280,6 +280,21 @@ fn the_fast_parser_agrees_with_pest_on_the_corpus() {
     assert!(accepted > 30, "{accepted}");
 }
 
+/// Nesting up to the limit parses, in both parsers, with every kind of bracket (each level
+/// recurses through several generated rules).
+#[test]
+fn nesting_at_the_limit_parses() {
+    let depth = pexc_compiler::syntax::MAX_NESTING;
+    for (open, close) in [("(", ")"), ("[", "]"), ("f(", ")"), ("a with {b: ", "}")] {
+        let text = format!("let x = {}1{}\n", open.repeat(depth), close.repeat(depth));
+        assert!(
+            pexc_compiler::syntax::parse_module(&text).is_ok(),
+            "{open:?} x {depth}"
+        );
+        assert_eq!(parsers_agree(&text, false), Ok(()));
+    }
+}
+
 #[test]
 fn deep_nesting_is_a_diagnostic_not_a_stack_overflow() {
     for open in ["(", "[", "{", "f(", "a with {b: "] {
