@@ -15,7 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData};
 use pexc_compiler::lower::plan::Ctor;
 
-use super::layers::{linear, LayerNorm, Mlp};
+use super::layers::{linear, linear_flat, LayerNorm, Mlp};
 
 /// The decoder's sizes, read from the plan's `text_decoder(..)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -181,9 +181,9 @@ impl<B: Backend> DecoderAttention<B> {
     /// (n, t, width) -> (n, t, width)
     pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope1d<B>) -> Tensor<B, 3> {
         let [n, t, w] = x.dims();
-        let q = rope.apply(Self::split(self.wq.forward(x.clone()), self.heads));
-        let k = rope.apply(Self::split(self.wk.forward(x.clone()), self.kv_heads));
-        let v = Self::split(self.wv.forward(x), self.kv_heads);
+        let q = rope.apply(Self::split(linear_flat(&self.wq, x.clone()), self.heads));
+        let k = rope.apply(Self::split(linear_flat(&self.wk, x.clone()), self.kv_heads));
+        let v = Self::split(linear_flat(&self.wv, x), self.kv_heads);
         let o = attention(
             q,
             self.expand(k),
@@ -196,7 +196,7 @@ impl<B: Backend> DecoderAttention<B> {
                 is_causal: true,
             },
         );
-        self.wo.forward(o.swap_dims(1, 2).reshape([n, t, w]))
+        linear_flat(&self.wo, o.swap_dims(1, 2).reshape([n, t, w]))
     }
 }
 
@@ -302,7 +302,7 @@ impl<B: Backend> TextDecoder<B> {
         }
         let x = self.norm.forward(x.slice([0..n, p..t, 0..w])); // (n, l, w)
         debug_assert_eq!(x.dims()[1], l);
-        self.output.forward(x)
+        linear_flat(&self.output, x)
     }
 
     /// Greedy decoding from `prefix` (n, p, width): each row starts from [start] and takes

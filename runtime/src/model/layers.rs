@@ -57,6 +57,22 @@ pub fn linear<B: Backend>(input: usize, output: usize, std: f64, device: &B::Dev
         .zero_bias()
 }
 
+/// `lin.forward(x)` with every leading dimension of `x` flattened into one: a (rows, in)
+/// matrix times the weight. On a batched input burn's weight gradient is a batched matmul,
+/// `[batch, in, out]` summed over the batch: batch times the memory to clear, copy and
+/// sum, and a matmul whose inner dimension is one sequence instead of every token. Flat,
+/// it is one matmul over all tokens. Same values either way.
+pub fn linear_flat<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    if D <= 2 {
+        return lin.forward(x);
+    }
+    let mut dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let y = lin.forward(x.reshape([rows, dims[D - 1]]));
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
+}
+
 trait ZeroBias {
     fn zero_bias(self) -> Self;
 }
@@ -92,7 +108,7 @@ impl<B: Backend> Mlp<B> {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.c_proj.forward(gelu(self.c_fc.forward(x)))
+        linear_flat(&self.c_proj, gelu(linear_flat(&self.c_fc, x)))
     }
 }
 
@@ -137,8 +153,8 @@ impl<B: Backend> Attention<B> {
 
     fn merge_heads(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
         let [n, h, t, d] = x.dims();
-        self.out_proj
-            .forward(x.swap_dims(1, 2).reshape([n, t, h * d]))
+        let merged = x.swap_dims(1, 2).reshape([n * t, h * d]);
+        self.out_proj.forward(merged).reshape([n, t, h * d])
     }
 
     /// Self-attention over `x` (n, t, w); `causal` hides later tokens (the text tower).

@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use pexc_compiler::lower::plan::Ctor;
 
-use super::layers::linear;
+use super::layers::{linear, linear_flat};
 
 /// The projector's sizes, read from the plan's `mlp_projector(..)` and the width of the
 /// vision tokens it reads.
@@ -77,7 +77,7 @@ impl<B: Backend> MlpProjector<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let last = self.layers.len().saturating_sub(1);
         self.layers.iter().enumerate().fold(x, |x, (i, layer)| {
-            let y = layer.forward(x);
+            let y = linear_flat(layer, x);
             if i < last {
                 gelu(y)
             } else {

@@ -34,15 +34,17 @@ pub fn angles(head_dim: usize, rows: usize, cols: usize, cls: bool, theta: f64) 
     out
 }
 
-/// The cos and sin tables of one grid for a given number of heads, laid out (1, tokens *
-/// heads, head_dim) so that they broadcast over the batch of a contiguous (n, tokens,
-/// heads * head_dim) q or k: rotating there, before the heads are split, spares the
-/// element-by-element walk over the strided (n, heads, tokens, d) view (measured on the
-/// train-step bench, CPU, back to back: forward 443 -> 403 ms, step 1333 -> 1288 ms).
+/// The cos and sin tables of one grid for a given number of heads, laid out as one row
+/// (1, tokens * heads * head_dim) that broadcasts over the batch of a contiguous (n, tokens,
+/// heads * head_dim) q or k seen as (n, tokens * heads * head_dim). Rotating there, before
+/// the heads are split, spares the element-by-element walk over the strided (n, heads,
+/// tokens, d) view (train-step bench, CPU, back to back: forward 443 -> 403 ms); and one
+/// shared row is the broadcast burn-flex multiplies with SIMD, where a (1, rows, d) table
+/// against (n, rows, d) takes its scalar strided path, forward and backward.
 #[derive(Clone, Debug)]
 pub struct Rope<B: Backend> {
-    cos: Tensor<B, 3>,
-    sin: Tensor<B, 3>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
     /// (d, d): `t @ pair_swap` maps each pair (a, b) to (-b, a).
     pair_swap: Tensor<B, 2>,
     heads: usize,
@@ -67,7 +69,7 @@ impl<B: Backend> Rope<B> {
                 .flat_map(|row| std::iter::repeat_n(row, heads).flatten().map(|&v| f(v)))
                 .collect()
         };
-        let shape = [1, tokens * heads, head_dim];
+        let shape = [1, tokens * heads * head_dim];
         // Column 2i of the result is -t[2i+1], column 2i+1 is t[2i].
         let mut swap = vec![0f32; head_dim * head_dim];
         for i in 0..head_dim / 2 {
@@ -91,9 +93,9 @@ impl<B: Backend> Rope<B> {
         let swapped = flat
             .clone()
             .matmul(self.pair_swap.clone())
-            .reshape([n, rows, d]);
+            .reshape([n, rows * d]);
         let rotated =
-            flat.reshape([n, rows, d]).mul(self.cos.clone()) + swapped.mul(self.sin.clone());
+            flat.reshape([n, rows * d]).mul(self.cos.clone()) + swapped.mul(self.sin.clone());
         rotated.reshape([n, tokens, w])
     }
 
