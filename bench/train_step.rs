@@ -8,6 +8,20 @@
 //! `PEXC_BENCH_PYTHON` names the Python to run the reference with (default `python3`);
 //! without torch the PyTorch side is reported as missing. `RAYON_NUM_THREADS=2` keeps
 //! pexc on the same two threads.
+//!
+//! Where pexc stands (2 cores, `RAYON_NUM_THREADS=2`, back-to-back medians; the machine's
+//! load moves them by 5 to 10%): 1485 ms a step at the start of the 2026-12-04 evening
+//! session, then 1141 with linear layers on flattened tokens (burn's weight gradient of a
+//! batched input is a batched matmul summed over the batch), 967 with the RoPE tables as
+//! one broadcast row (burn-flex's SIMD path instead of its strided one), 858 with q, k and
+//! v projected by slices of the packed weight instead of slices of the activation, 733
+//! with burn-flex's AVX-512 matmul kernels (`x86-v4`): 43.6 samples/s against PyTorch
+//! 2.15's 122 (0.36x). The loss of the fixed step is the same at every stage (0.0713).
+//! What is left (`perf record --call-graph dwarf`): matmul kernels about 45% of the step,
+//! already near PyTorch's whole step on their own; burn-flex copies every matmul output
+//! once more to align it; the exact GELU (scalar libm `erff`, one thread) 12 to 14%,
+//! forward and backward; strided copies where heads are split and merged; every
+//! elementwise op on one thread and one pass each (LayerNorm alone is nine passes forward).
 
 use std::process::Command;
 use std::time::Instant;

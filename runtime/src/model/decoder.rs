@@ -10,11 +10,10 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData};
 use pexc_compiler::lower::plan::Ctor;
 
+use super::kernels::attention;
 use super::layers::{linear, linear_flat, LayerNorm, Mlp};
 
 /// The decoder's sizes, read from the plan's `text_decoder(..)`.
@@ -184,18 +183,7 @@ impl<B: Backend> DecoderAttention<B> {
         let q = rope.apply(Self::split(linear_flat(&self.wq, x.clone()), self.heads));
         let k = rope.apply(Self::split(linear_flat(&self.wk, x.clone()), self.kv_heads));
         let v = Self::split(linear_flat(&self.wv, x), self.kv_heads);
-        let o = attention(
-            q,
-            self.expand(k),
-            self.expand(v),
-            None,
-            None,
-            AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: true,
-            },
-        );
+        let o = attention(q, self.expand(k), self.expand(v), true);
         linear_flat(&self.wo, o.swap_dims(1, 2).reshape([n, t, w]))
     }
 }

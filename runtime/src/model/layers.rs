@@ -3,12 +3,10 @@
 //! path is its official key. Weights are stored (in, out), burn's layout; the official
 //! (out, in) matrices are transposed on load and export (`official.rs`).
 
+use super::kernels::{attention, gelu, layer_norm};
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Distribution, Tensor};
 
 use super::rope2d::Rope;
@@ -41,11 +39,7 @@ impl<B: Backend> LayerNorm<B> {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let mean = x.clone().mean_dim(D - 1);
-        let centred = x - mean;
-        let var = centred.clone().square().mean_dim(D - 1);
-        let normed = centred.div(var.add_scalar(LN_EPS).sqrt());
-        normed.mul(self.weight.val().unsqueeze::<D>()) + self.bias.val().unsqueeze::<D>()
+        layer_norm(x, self.weight.val(), self.bias.val(), LN_EPS)
     }
 }
 
@@ -178,18 +172,7 @@ impl<B: Backend> Attention<B> {
             k = r.apply_tokens(k);
         }
         let (q, k) = (self.split_heads(q), self.split_heads(k));
-        let o = attention(
-            q,
-            k,
-            v,
-            None,
-            None,
-            AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: causal,
-            },
-        );
+        let o = attention(q, k, v, causal);
         self.merge_heads(o)
     }
 
@@ -209,18 +192,7 @@ impl<B: Backend> Attention<B> {
         let [n, t, _] = kv.dims();
         let k = self.split_heads(kv.clone().slice([0..n, 0..t, 0..w]));
         let v = self.split_heads(kv.slice([0..n, 0..t, w..2 * w]));
-        let o = attention(
-            self.split_heads(q),
-            k,
-            v,
-            None,
-            None,
-            AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: false,
-            },
-        );
+        let o = attention(self.split_heads(q), k, v, false);
         self.merge_heads(o)
     }
 }

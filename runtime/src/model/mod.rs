@@ -3,6 +3,7 @@
 pub mod attention_pool;
 pub mod config;
 pub mod decoder;
+pub mod kernels;
 pub mod layers;
 pub mod official;
 pub mod posemb;

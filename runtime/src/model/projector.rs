@@ -3,9 +3,9 @@
 //! the last), every layer with a bias. Weights normal std fan_in^-0.5, biases zero. The
 //! parameter count is the planner's (`cost::projector_params`).
 
+use super::kernels::gelu;
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use pexc_compiler::lower::plan::Ctor;

@@ -1,0 +1,361 @@
+//! LayerNorm over the last dimension, `y = (x - mean) / sqrt(var + eps) * weight + bias`
+//! (biased variance, as PyTorch's `nn.LayerNorm`).
+//!
+//! Composed from burn's ops it is nine passes over the activation forward and about twice
+//! that backward, each on one thread. Here the forward is one pass a row (mean and
+//! variance while the row is in cache), keeping each row's mean and reciprocal standard
+//! deviation for the backward, which is one pass a row too:
+//! `dx = rstd (g - mean(g) - x̂ mean(g x̂))` with `g = dy weight`, and the weight and bias
+//! gradients summed over rows per thread, then across threads.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
+use rayon::prelude::*;
+
+use super::{cast, chunk_len, sum8, tensor, values, AutodiffTensor};
+use crate::backend::{Cpu, CpuTrain};
+
+/// LayerNorm of `x` over its last dimension with affine `weight` and `bias` (its width).
+pub fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let width = x.dims()[D - 1];
+    if weight.dims()[0] != width || bias.dims()[0] != width {
+        return composed(x, weight, bias, eps);
+    }
+    let args = match cast::<_, Args<CpuTrain, D>>((x, weight, bias)) {
+        Ok((x, w, b)) => {
+            let y = match tracked(
+                prim(x.clone()),
+                prim(w.clone()),
+                prim(b.clone()),
+                eps as f32,
+            ) {
+                Some(y) => Tensor::<CpuTrain, D>::from_primitive(TensorPrimitive::Float(y)),
+                None => composed(x, w, b, eps),
+            };
+            return cast(y).unwrap_or_else(|_| unreachable!("B is CpuTrain"));
+        }
+        Err(args) => args,
+    };
+    match cast::<_, Args<Cpu, D>>(args) {
+        Ok((x, w, b)) => {
+            let y = match forward(
+                &prim(x.clone()),
+                &prim(w.clone()),
+                &prim(b.clone()),
+                eps as f32,
+            ) {
+                Some((y, _)) => Tensor::<Cpu, D>::from_primitive(TensorPrimitive::Float(y)),
+                None => composed(x, w, b, eps),
+            };
+            cast(y).unwrap_or_else(|_| unreachable!("B is Cpu"))
+        }
+        Err((x, w, b)) => composed(x, w, b, eps),
+    }
+}
+
+type Args<B, const D: usize> = (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>);
+
+fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    t.into_primitive().tensor()
+}
+
+/// LayerNorm from burn's generic ops: the other backends' path, and the tests' reference.
+pub(crate) fn composed<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let mean = x.clone().mean_dim(D - 1);
+    let centred = x - mean;
+    let var = centred.clone().square().mean_dim(D - 1);
+    let normed = centred.div(var.add_scalar(eps).sqrt());
+    normed.mul(weight.unsqueeze::<D>()) + bias.unsqueeze::<D>()
+}
+
+/// What the backward needs: the input, the weight, and each row's mean and reciprocal
+/// standard deviation, interleaved.
+#[derive(Clone, Debug)]
+struct Saved {
+    x: FlexTensor,
+    weight: FlexTensor,
+    stats: Arc<[f32]>,
+}
+
+/// `None` when a tensor is not f32.
+fn tracked(
+    x: AutodiffTensor,
+    w: AutodiffTensor,
+    b: AutodiffTensor,
+    eps: f32,
+) -> Option<AutodiffTensor> {
+    #[derive(Debug)]
+    struct LayerNorm;
+
+    impl Backward<Cpu, 3> for LayerNorm {
+        type State = Saved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_w, node_b] = ops.parents;
+            let grad = grads.consume::<Cpu>(&ops.node);
+            let (dx, dw, db) = backward(&ops.state, &grad);
+            for (node, g) in [(node_x, dx), (node_w, dw), (node_b, db)] {
+                if let Some(node) = node {
+                    grads.register::<Cpu>(node.id, g);
+                }
+            }
+        }
+    }
+
+    let (y, stats) = forward(&x.primitive, &w.primitive, &b.primitive, eps)?;
+    let prep = LayerNorm
+        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+        .compute_bound()
+        .stateful();
+    Some(match prep {
+        OpsKind::Tracked(prep) => {
+            let saved = Saved {
+                x: x.primitive,
+                weight: w.primitive,
+                stats: stats.into(),
+            };
+            prep.finish(saved, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    })
+}
+
+/// The normalised output and the per-row statistics; `None` when a tensor is not f32.
+fn forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    eps: f32,
+) -> Option<(FlexTensor, Vec<f32>)> {
+    let (xs, ws, bs) = (values(x)?, values(weight)?, values(bias)?);
+    let width = ws.len();
+    let rows = if width == 0 { 0 } else { xs.len() / width };
+    let mut out = vec![0f32; xs.len()];
+    let mut stats = vec![0f32; 2 * rows];
+    if width > 0 {
+        let chunk = chunk_len(xs.len(), width);
+        let rows_per = chunk / width;
+        out.par_chunks_mut(chunk)
+            .zip(stats.par_chunks_mut(2 * rows_per))
+            .zip(xs.par_chunks(chunk))
+            .for_each(|((out, stats), xs)| {
+                for ((y, s), x) in out
+                    .chunks_exact_mut(width)
+                    .zip(stats.chunks_exact_mut(2))
+                    .zip(xs.chunks_exact(width))
+                {
+                    let mean = sum8(x, |v| v) / width as f32;
+                    let var = sum8(x, |v| (v - mean) * (v - mean)) / width as f32;
+                    let rstd = 1.0 / (var + eps).sqrt();
+                    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(ws.iter()).zip(bs.iter()) {
+                        *y = (x - mean) * rstd * w + b;
+                    }
+                    s[0] = mean;
+                    s[1] = rstd;
+                }
+            });
+    }
+    Some((tensor(out, x), stats))
+}
+
+/// Gradients of the input, the weight and the bias for the output gradient `grad`.
+fn backward(saved: &Saved, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (Some(xs), Some(ws), Some(gs)) = (values(&saved.x), values(&saved.weight), values(grad))
+    else {
+        unreachable!("f32 tensors on the CPU backend")
+    };
+    let width = ws.len();
+    let stats = &saved.stats;
+    let mut dx = vec![0f32; xs.len()];
+    let (mut dw, mut db) = (vec![0f32; width], vec![0f32; width]);
+    if width > 0 && !xs.is_empty() {
+        let chunk = chunk_len(xs.len(), width);
+        let rows_per = chunk / width;
+        let partial = |((dx, xs), (gs, stats)): ((&mut [f32], &[f32]), (&[f32], &[f32]))| {
+            let (mut dw, mut db) = (vec![0f32; width], vec![0f32; width]);
+            let mut g = vec![0f32; width];
+            let mut xhat = vec![0f32; width];
+            for (((dx, x), dy), s) in dx
+                .chunks_exact_mut(width)
+                .zip(xs.chunks_exact(width))
+                .zip(gs.chunks_exact(width))
+                .zip(stats.chunks_exact(2))
+            {
+                let (mean, rstd) = (s[0], s[1]);
+                for ((((h, gi), &x), &dy), &w) in xhat
+                    .iter_mut()
+                    .zip(g.iter_mut())
+                    .zip(x)
+                    .zip(dy)
+                    .zip(ws.iter())
+                {
+                    *h = (x - mean) * rstd;
+                    *gi = dy * w;
+                }
+                for (((dw, db), &dy), &h) in dw.iter_mut().zip(db.iter_mut()).zip(dy).zip(&xhat) {
+                    *dw += dy * h;
+                    *db += dy;
+                }
+                let mean_g = sum8(&g, |v| v) / width as f32;
+                let mut acc = [0f32; 8];
+                let mut pairs = g.chunks_exact(8).zip(xhat.chunks_exact(8));
+                for (gc, hc) in &mut pairs {
+                    for ((a, &gi), &h) in acc.iter_mut().zip(gc).zip(hc) {
+                        *a += gi * h;
+                    }
+                }
+                let done = width - width % 8;
+                let tail: f32 = g[done..]
+                    .iter()
+                    .zip(&xhat[done..])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                let mean_gh = (acc.iter().sum::<f32>() + tail) / width as f32;
+                for ((dx, &gi), &h) in dx.iter_mut().zip(&g).zip(&xhat) {
+                    *dx = rstd * (gi - mean_g - h * mean_gh);
+                }
+            }
+            (dw, db)
+        };
+        let (pw, pb) = dx
+            .par_chunks_mut(chunk)
+            .zip(xs.par_chunks(chunk))
+            .zip(gs.par_chunks(chunk).zip(stats.par_chunks(2 * rows_per)))
+            .map(partial)
+            .reduce(
+                || (vec![0f32; width], vec![0f32; width]),
+                |(mut aw, mut ab), (bw, bb)| {
+                    aw.iter_mut().zip(&bw).for_each(|(a, b)| *a += b);
+                    ab.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
+                    (aw, ab)
+                },
+            );
+        dw = pw;
+        db = pb;
+    }
+    (
+        tensor(dx, &saved.x),
+        tensor(dw, &saved.weight),
+        tensor(db, &saved.weight),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuTrain;
+    use burn::tensor::TensorData;
+
+    fn grads_of(
+        f: impl Fn(Tensor<CpuTrain, 3>, Tensor<CpuTrain, 1>, Tensor<CpuTrain, 1>) -> Tensor<CpuTrain, 3>,
+        x: &TensorData,
+        w: &TensorData,
+        b: &TensorData,
+        probe: &TensorData,
+    ) -> [Vec<f32>; 4] {
+        let device = Default::default();
+        let x = Tensor::<CpuTrain, 3>::from_data(x.clone(), &device).require_grad();
+        let w = Tensor::<CpuTrain, 1>::from_data(w.clone(), &device).require_grad();
+        let b = Tensor::<CpuTrain, 1>::from_data(b.clone(), &device).require_grad();
+        let probe = Tensor::<CpuTrain, 3>::from_data(probe.clone(), &device);
+        let y = f(x.clone(), w.clone(), b.clone());
+        let grads = (y.clone() * probe).sum().backward();
+        let read = |t: Option<Tensor<Cpu, 3>>| {
+            t.map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        let read1 = |t: Option<Tensor<Cpu, 1>>| {
+            t.map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        [
+            y.into_data().to_vec::<f32>().unwrap_or_default(),
+            read(x.grad(&grads)),
+            read1(w.grad(&grads)),
+            read1(b.grad(&grads)),
+        ]
+    }
+
+    /// A deterministic spread of values in about [-scale, scale] plus an offset, so that
+    /// the mean matters.
+    fn data(n: usize, seed: u32, scale: f32, offset: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed.wrapping_mul(40_503));
+                offset + scale * ((h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
+            })
+            .collect()
+    }
+
+    /// Values and all three gradients against the composed LayerNorm differentiated by
+    /// burn's autodiff, on a batch large enough to be split across threads, with a width
+    /// that is not a multiple of eight.
+    #[test]
+    fn values_and_gradients_match_the_composed_layer_norm() {
+        let (n, t, w) = (6, 65, 52);
+        let x = TensorData::new(data(n * t * w, 1, 2.0, 0.7), [n, t, w]);
+        let wt = TensorData::new(data(w, 2, 0.5, 1.0), [w]);
+        let bt = TensorData::new(data(w, 3, 0.3, 0.0), [w]);
+        let probe = TensorData::new(data(n * t * w, 4, 1.0, 0.1), [n, t, w]);
+        let ours = grads_of(|x, w, b| layer_norm(x, w, b, 1e-5), &x, &wt, &bt, &probe);
+        let want = grads_of(|x, w, b| composed(x, w, b, 1e-5), &x, &wt, &bt, &probe);
+        for (k, (a, b)) in ours.iter().zip(&want).enumerate() {
+            assert_eq!(a.len(), b.len(), "output {k}");
+            assert!(!a.is_empty(), "output {k}");
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= 2e-5 * scale,
+                "output {k}: max error {worst} (scale {scale})"
+            );
+        }
+    }
+
+    /// A hand-computed row: x = (1, 2, 3, 6), mean 3, variance (4 + 1 + 0 + 9) / 4 = 3.5.
+    #[test]
+    fn a_row_by_hand() {
+        let device = Default::default();
+        let x = Tensor::<Cpu, 2>::from_data(
+            TensorData::new(vec![1f32, 2.0, 3.0, 6.0], [1, 4]),
+            &device,
+        );
+        let w =
+            Tensor::<Cpu, 1>::from_data(TensorData::new(vec![1f32, 2.0, 1.0, 0.5], [4]), &device);
+        let b =
+            Tensor::<Cpu, 1>::from_data(TensorData::new(vec![0f32, 0.0, 1.0, -1.0], [4]), &device);
+        let y = layer_norm(x, w, b, 0.0)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap_or_default();
+        let s = 3.5f32.sqrt();
+        let want = [-2.0 / s, 2.0 * -1.0 / s, 1.0, 0.5 * 3.0 / s - 1.0];
+        assert_eq!(y.len(), 4);
+        for (a, b) in y.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{y:?} vs {want:?}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Kernels of our own for the CPU backend where burn-flex's composition of generic ops
+//! costs most of a training step: the exact GELU (burn-flex: a scalar libm `erff`, one
+//! thread), LayerNorm (burn: nine passes forward, more backward) and the softmax of
+//! attention (seven passes forward). Each is one fused,
+//! vectorisable pass over contiguous f32, split across rayon's threads, registered with
+//! burn's autodiff as one operation with its own backward. The public functions take any
+//! backend: on `CpuTrain` and `Cpu` they run these kernels, on the others (CUDA) burn's
+//! own ops, with the same values.
+
+mod attention;
+mod gelu;
+mod layer_norm;
+
+pub use attention::attention;
+pub use gelu::gelu;
+pub use layer_norm::layer_norm;
+
+use std::any::Any;
+use std::borrow::Cow;
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::TensorData;
+
+use crate::backend::CpuTrain;
+
+/// A float tensor of the training backend with its autodiff node (burn does not export
+/// the type by name).
+type AutodiffTensor = burn::tensor::ops::FloatTensor<CpuTrain>;
+
+/// `a` as a `T` when `A` is `T` (a type known here only as a generic parameter), else `a`
+/// back.
+fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+    let mut slot = Some(a);
+    if let Some(t) = (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+        match t.take() {
+            Some(t) => return Ok(t),
+            None => unreachable!("the slot was filled"),
+        }
+    }
+    match slot {
+        Some(a) => Err(a),
+        None => unreachable!("the slot is untouched when A is not T"),
+    }
+}
+
+/// The f32 values of `t` in logical order (borrowed when contiguous), or `None` for
+/// another element type.
+fn values(t: &FlexTensor) -> Option<Cow<'_, [f32]>> {
+    match t.as_slice::<f32>() {
+        Some(s) => Some(Cow::Borrowed(s)),
+        None => t
+            .to_contiguous()
+            .as_slice::<f32>()
+            .map(|s| Cow::Owned(s.to_vec())),
+    }
+}
+
+/// A contiguous tensor of `values` with the shape of `like`.
+fn tensor(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, like.layout().shape().clone()))
+}
+
+/// Below this many elements one thread does it all.
+const PARALLEL_MIN: usize = 1 << 14;
+
+/// Elements per rayon task for `n` elements taken `unit` at a time (a row): all of it
+/// when small, else an even split with a few tasks per thread, whole units each.
+fn chunk_len(n: usize, unit: usize) -> usize {
+    let unit = unit.max(1);
+    if n < PARALLEL_MIN {
+        return n.max(unit);
+    }
+    let tasks = rayon::current_num_threads().max(1) * 4;
+    let units = n
+        .div_ceil(unit)
+        .div_ceil(tasks)
+        .max((PARALLEL_MIN / 4).div_ceil(unit));
+    units * unit
+}
+
+/// The sum of `xs` with eight accumulators, so that the loop vectorises.
+#[inline(always)]
+fn sum8(xs: &[f32], mut f: impl FnMut(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    acc.iter().sum::<f32>() + tail
+}
