@@ -151,7 +151,7 @@ fn forward(
 ) -> Option<(FlexTensor, Vec<f32>)> {
     let (xs, ws, bs) = (values(x)?, values(weight)?, values(bias)?);
     let width = ws.len();
-    let rows = if width == 0 { 0 } else { xs.len() / width };
+    let rows = xs.len().checked_div(width).unwrap_or(0);
     let mut out = vec![0f32; xs.len()];
     let mut stats = vec![0f32; 2 * rows];
     if width > 0 {
@@ -180,6 +180,10 @@ fn forward(
     Some((tensor(out, x), stats))
 }
 
+/// A task's rows of the input gradient to write, and of the input, output gradient and
+/// statistics to read.
+type RowsOf<'a> = ((&'a mut [f32], &'a [f32]), (&'a [f32], &'a [f32]));
+
 /// Gradients of the input, the weight and the bias for the output gradient `grad`.
 fn backward(saved: &Saved, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
     let (Some(xs), Some(ws), Some(gs)) = (values(&saved.x), values(&saved.weight), values(grad))
@@ -193,7 +197,7 @@ fn backward(saved: &Saved, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTe
     if width > 0 && !xs.is_empty() {
         let chunk = chunk_len(xs.len(), width);
         let rows_per = chunk / width;
-        let partial = |((dx, xs), (gs, stats)): ((&mut [f32], &[f32]), (&[f32], &[f32]))| {
+        let partial = |((dx, xs), (gs, stats)): RowsOf<'_>| {
             let (mut dw, mut db) = (vec![0f32; width], vec![0f32; width]);
             let mut g = vec![0f32; width];
             let mut xhat = vec![0f32; width];
@@ -352,7 +356,8 @@ mod tests {
             .to_vec::<f32>()
             .unwrap_or_default();
         let s = 3.5f32.sqrt();
-        let want = [-2.0 / s, 2.0 * -1.0 / s, 1.0, 0.5 * 3.0 / s - 1.0];
+        // (x - 3) / s times the weight, plus the bias.
+        let want = [-2.0 / s, -2.0 / s, 1.0, 1.5 / s - 1.0];
         assert_eq!(y.len(), 4);
         for (a, b) in y.iter().zip(&want) {
             assert!((a - b).abs() < 1e-6, "{y:?} vs {want:?}");
