@@ -10,18 +10,22 @@
 //! pexc on the same two threads.
 //!
 //! Where pexc stands (2 cores, `RAYON_NUM_THREADS=2`, back-to-back medians; the machine's
-//! load moves them by 5 to 10%): 1485 ms a step at the start of the 2026-12-04 evening
-//! session, then 1141 with linear layers on flattened tokens (burn's weight gradient of a
-//! batched input is a batched matmul summed over the batch), 967 with the RoPE tables as
-//! one broadcast row (burn-flex's SIMD path instead of its strided one), 858 with q, k and
-//! v projected by slices of the packed weight instead of slices of the activation, 733
-//! with burn-flex's AVX-512 matmul kernels (`x86-v4`): 43.6 samples/s against PyTorch
-//! 2.15's 122 (0.36x). The loss of the fixed step is the same at every stage (0.0713).
-//! What is left (`perf record --call-graph dwarf`): matmul kernels about 45% of the step,
-//! already near PyTorch's whole step on their own; burn-flex copies every matmul output
-//! once more to align it; the exact GELU (scalar libm `erff`, one thread) 12 to 14%,
-//! forward and backward; strided copies where heads are split and merged; every
-//! elementwise op on one thread and one pass each (LayerNorm alone is nine passes forward).
+//! load moves them by 5 to 10%, PyTorch's by more): 1485 ms a step at the start of the
+//! 2026-12-04 sessions, then 1141 with linear layers on flattened tokens (burn's weight
+//! gradient of a batched input is a batched matmul summed over the batch), 967 with the
+//! RoPE tables as one broadcast row (burn-flex's SIMD path instead of its strided one), 858
+//! with q, k and v projected by slices of the packed weight instead of slices of the
+//! activation, 733 with burn-flex's AVX-512 matmul kernels (`x86-v4`); on the next
+//! machine 688, then 527 with our own exact GELU, 488 with our own LayerNorm and 445 with
+//! our own attention softmax (runtime/src/model/kernels/): 72 samples/s against PyTorch
+//! 2.15's 91 to 102 (313 to 351 ms), 0.7 to 0.8x. The loss of the fixed step is the same
+//! at every stage (0.0713).
+//! What is left (`perf record`): matmul kernels are half the step (about 230 ms, already
+//! most of PyTorch's whole step: burn-flex's batched matmul on the small per-head products
+//! of attention, and a copy of every output to align it); strided copies where heads are
+//! split and merged and where matmul operands are transposed (about 12%: a head-major
+//! layout from the projection itself would remove them); the remaining elementwise ops
+//! (residual adds, bias adds, RoPE, the loss) each a pass of their own.
 
 use std::process::Command;
 use std::time::Instant;
