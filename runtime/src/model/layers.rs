@@ -3,7 +3,7 @@
 //! path is its official key. Weights are stored (in, out), burn's layout; the official
 //! (out, in) matrices are transposed on load and export (`official.rs`).
 
-use super::kernels::{attention, gelu, layer_norm};
+use super::kernels::{attention, attention_tokens, gelu, layer_norm};
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
@@ -166,14 +166,13 @@ impl<B: Backend> Attention<B> {
             )
         };
         let (mut q, mut k) = (third(0), third(1));
-        let v = self.split_heads(third(2));
         if let Some(r) = rope {
             q = r.apply_tokens(q);
             k = r.apply_tokens(k);
         }
-        let (q, k) = (self.split_heads(q), self.split_heads(k));
-        let o = attention(q, k, v, causal);
-        self.merge_heads(o)
+        // Heads stay side by side (token-major) in and out: no split or merge to copy.
+        let o = attention_tokens(q, k, third(2), self.heads, causal);
+        linear_flat(&self.out_proj, o)
     }
 
     /// Cross-attention of queries `q` (n, tq, w) over `x` (n, t, w): the query is projected

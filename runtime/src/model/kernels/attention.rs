@@ -207,20 +207,47 @@ fn softmax_forward(
                             (i + 1 + tk).saturating_sub(tq).min(tk)
                         }
                     };
-                    if kept == 0 {
-                        continue;
-                    }
-                    let (p, s) = (&mut p[..kept], &s[..kept]);
-                    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-                    for (p, &s) in p.iter_mut().zip(s) {
-                        *p = exp_nonpositive(s * scale - max);
-                    }
-                    let inv = 1.0 / sum8(p, |v| v);
-                    p.iter_mut().for_each(|p| *p *= inv);
+                    p.copy_from_slice(s);
+                    softmax_row(p, kept, scale);
                 }
             });
     }
     Some(tensor(out, scores))
+}
+
+/// Softmax of `row[..kept] * scale` in place; the rest of the row (hidden keys) is zero.
+#[inline]
+pub(super) fn softmax_row(row: &mut [f32], kept: usize, scale: f32) {
+    let kept = kept.min(row.len());
+    let (seen, hidden) = row.split_at_mut(kept);
+    hidden.iter_mut().for_each(|v| *v = 0.0);
+    if seen.is_empty() {
+        return;
+    }
+    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+    for v in seen.iter_mut() {
+        *v = exp_nonpositive(*v * scale - max);
+    }
+    let inv = 1.0 / sum8(seen, |v| v);
+    seen.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// The gradient of the scaled scores of one row in place: `row` holds the gradient of
+/// the weights `p` and becomes `p (row - Σ p row) scale`.
+#[inline]
+pub(super) fn softmax_backward_row(row: &mut [f32], p: &[f32], scale: f32) {
+    let mut acc = [0f32; 8];
+    for (rc, pc) in row.chunks_exact(8).zip(p.chunks_exact(8)) {
+        for ((a, &g), &p) in acc.iter_mut().zip(rc).zip(pc) {
+            *a += p * g;
+        }
+    }
+    let done = row.len() - row.len() % 8;
+    let tail: f32 = row[done..].iter().zip(&p[done..]).map(|(a, b)| a * b).sum();
+    let dot = acc.iter().sum::<f32>() + tail;
+    for (g, &p) in row.iter_mut().zip(p) {
+        *g = p * (*g - dot) * scale;
+    }
 }
 
 /// The gradient of the scaled scores: `p (dp - Σ_j p dp) scale`, a row at a time.
@@ -241,19 +268,8 @@ fn softmax_backward(probs: &FlexTensor, dp: &FlexTensor, scale: f32) -> FlexTens
                     .zip(ps.chunks_exact(tk))
                     .zip(gs.chunks_exact(tk))
                 {
-                    let mut acc = [0f32; 8];
-                    let mut pairs = p.chunks_exact(8).zip(g.chunks_exact(8));
-                    for (pc, gc) in &mut pairs {
-                        for ((a, &p), &g) in acc.iter_mut().zip(pc).zip(gc) {
-                            *a += p * g;
-                        }
-                    }
-                    let done = tk - tk % 8;
-                    let tail: f32 = p[done..].iter().zip(&g[done..]).map(|(a, b)| a * b).sum();
-                    let dot = acc.iter().sum::<f32>() + tail;
-                    for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
-                        *o = p * (g - dot) * scale;
-                    }
+                    o.copy_from_slice(g);
+                    softmax_backward_row(o, p, scale);
                 }
             });
     }

@@ -9,10 +9,12 @@
 
 mod attention;
 mod gelu;
+mod heads;
 mod layer_norm;
 
 pub use attention::attention;
 pub use gelu::gelu;
+pub use heads::attention_tokens;
 pub use layer_norm::layer_norm;
 
 use std::any::Any;
