@@ -19,7 +19,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::gelu::exp_nonpositive;
-use super::{cast, chunk_len, sum8, tensor, values, AutodiffTensor};
+use super::{cast, chunk_len, simd, sum8, tensor, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
@@ -193,30 +193,35 @@ fn softmax_forward(
             .zip(xs.par_chunks(chunk))
             .enumerate()
             .for_each(|(c, (out, xs))| {
-                let first = c * (chunk / tk);
-                for (r, (p, s)) in out
-                    .chunks_exact_mut(tk)
-                    .zip(xs.chunks_exact(tk))
-                    .enumerate()
-                {
-                    // Columns kept: all, or up to the causal boundary of this row.
-                    let kept = match causal {
-                        None => tk,
-                        Some((tq, tk)) => {
-                            let i = (first + r) % tq.max(1);
-                            (i + 1 + tk).saturating_sub(tq).min(tk)
+                simd(
+                    #[inline(always)]
+                    || {
+                        let first = c * (chunk / tk);
+                        for (r, (p, s)) in out
+                            .chunks_exact_mut(tk)
+                            .zip(xs.chunks_exact(tk))
+                            .enumerate()
+                        {
+                            // Columns kept: all, or up to the causal boundary of this row.
+                            let kept = match causal {
+                                None => tk,
+                                Some((tq, tk)) => {
+                                    let i = (first + r) % tq.max(1);
+                                    (i + 1 + tk).saturating_sub(tq).min(tk)
+                                }
+                            };
+                            p.copy_from_slice(s);
+                            softmax_row(p, kept, scale);
                         }
-                    };
-                    p.copy_from_slice(s);
-                    softmax_row(p, kept, scale);
-                }
+                    },
+                )
             });
     }
     Some(tensor(out, scores))
 }
 
 /// Softmax of `row[..kept] * scale` in place; the rest of the row (hidden keys) is zero.
-#[inline]
+#[inline(always)]
 pub(super) fn softmax_row(row: &mut [f32], kept: usize, scale: f32) {
     let kept = kept.min(row.len());
     let (seen, hidden) = row.split_at_mut(kept);
@@ -234,7 +239,7 @@ pub(super) fn softmax_row(row: &mut [f32], kept: usize, scale: f32) {
 
 /// The gradient of the scaled scores of one row in place: `row` holds the gradient of
 /// the weights `p` and becomes `p (row - Σ p row) scale`.
-#[inline]
+#[inline(always)]
 pub(super) fn softmax_backward_row(row: &mut [f32], p: &[f32], scale: f32) {
     let mut acc = [0f32; 8];
     for (rc, pc) in row.chunks_exact(8).zip(p.chunks_exact(8)) {
@@ -263,14 +268,19 @@ fn softmax_backward(probs: &FlexTensor, dp: &FlexTensor, scale: f32) -> FlexTens
         out.par_chunks_mut(chunk)
             .zip(ps.par_chunks(chunk).zip(gs.par_chunks(chunk)))
             .for_each(|(out, (ps, gs))| {
-                for ((o, p), g) in out
-                    .chunks_exact_mut(tk)
-                    .zip(ps.chunks_exact(tk))
-                    .zip(gs.chunks_exact(tk))
-                {
-                    o.copy_from_slice(g);
-                    softmax_backward_row(o, p, scale);
-                }
+                simd(
+                    #[inline(always)]
+                    || {
+                        for ((o, p), g) in out
+                            .chunks_exact_mut(tk)
+                            .zip(ps.chunks_exact(tk))
+                            .zip(gs.chunks_exact(tk))
+                        {
+                            o.copy_from_slice(g);
+                            softmax_backward_row(o, p, scale);
+                        }
+                    },
+                )
             });
     }
     tensor(out, probs)

@@ -19,7 +19,7 @@ use burn::tensor::ops::ActivationOps;
 use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
-use super::{cast, chunk_len, tensor, values, AutodiffTensor};
+use super::{cast, chunk_len, simd, tensor, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 /// Exact GELU of `x`, elementwise.
@@ -83,9 +83,14 @@ fn forward(x: FlexTensor) -> FlexTensor {
     };
     let mut out = vec![0f32; xs.len()];
     let run = |(o, i): (&mut [f32], &[f32])| {
-        for (o, &x) in o.iter_mut().zip(i) {
-            *o = gelu_scalar(x);
-        }
+        simd(
+            #[inline(always)]
+            || {
+                for (o, &x) in o.iter_mut().zip(i) {
+                    *o = gelu_scalar(x);
+                }
+            },
+        )
     };
     let chunk = chunk_len(xs.len(), 1);
     out.par_chunks_mut(chunk)
@@ -107,9 +112,14 @@ fn backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
     out.par_chunks_mut(chunk)
         .zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk)))
         .for_each(|(o, (xs, gs))| {
-            for ((o, &x), &g) in o.iter_mut().zip(xs).zip(gs) {
-                *o = g * gelu_derivative(x);
-            }
+            simd(
+                #[inline(always)]
+                || {
+                    for ((o, &x), &g) in o.iter_mut().zip(xs).zip(gs) {
+                        *o = g * gelu_derivative(x);
+                    }
+                },
+            )
         });
     tensor(out, &x)
 }

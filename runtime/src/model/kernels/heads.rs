@@ -21,7 +21,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::attention::{softmax_backward_row, softmax_row};
-use super::{cast, tensor, values, AutodiffTensor};
+use super::{cast, simd, tensor, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 type Qkv<B> = (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
@@ -284,9 +284,14 @@ fn forward(
                     );
                     // Scores q kᵀ: kᵀ read through k's strides.
                     matmul([t, t, d], p.as_mut_ptr(), [t, 1], q, [w, 1], k, [1, w]);
-                    for (i, row) in p.chunks_exact_mut(t).enumerate() {
-                        softmax_row(row, g.kept(i), scale);
-                    }
+                    simd(
+                        #[inline(always)]
+                        || {
+                            for (i, row) in p.chunks_exact_mut(t).enumerate() {
+                                softmax_row(row, g.kept(i), scale);
+                            }
+                        },
+                    );
                     matmul([t, d, t], o.at(base), [w, 1], p.as_ptr(), [t, 1], v, [w, 1]);
                 }
             });
@@ -341,9 +346,14 @@ fn backward(saved: &Saved, grad: &FlexTensor) -> Option<(FlexTensor, FlexTensor,
                     );
                     // dp = dy vᵀ, then ds = p (dp - Σ p dp) scale, row by row.
                     matmul([t, t, d], ds.as_mut_ptr(), [t, 1], dy, [w, 1], v, [1, w]);
-                    for (row, p) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                        softmax_backward_row(row, p, scale);
-                    }
+                    simd(
+                        #[inline(always)]
+                        || {
+                            for (row, p) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                                softmax_backward_row(row, p, scale);
+                            }
+                        },
+                    );
                     // dq = ds k, dk = dsᵀ q
                     matmul(
                         [t, d, t],

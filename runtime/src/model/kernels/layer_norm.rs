@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
-use super::{cast, chunk_len, sum8, tensor, values, AutodiffTensor};
+use super::{cast, chunk_len, simd, sum8, tensor, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 /// LayerNorm of `x` over its last dimension with affine `weight` and `bias` (its width).
@@ -161,20 +161,27 @@ fn forward(
             .zip(stats.par_chunks_mut(2 * rows_per))
             .zip(xs.par_chunks(chunk))
             .for_each(|((out, stats), xs)| {
-                for ((y, s), x) in out
-                    .chunks_exact_mut(width)
-                    .zip(stats.chunks_exact_mut(2))
-                    .zip(xs.chunks_exact(width))
-                {
-                    let mean = sum8(x, |v| v) / width as f32;
-                    let var = sum8(x, |v| (v - mean) * (v - mean)) / width as f32;
-                    let rstd = 1.0 / (var + eps).sqrt();
-                    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(ws.iter()).zip(bs.iter()) {
-                        *y = (x - mean) * rstd * w + b;
-                    }
-                    s[0] = mean;
-                    s[1] = rstd;
-                }
+                simd(
+                    #[inline(always)]
+                    || {
+                        for ((y, s), x) in out
+                            .chunks_exact_mut(width)
+                            .zip(stats.chunks_exact_mut(2))
+                            .zip(xs.chunks_exact(width))
+                        {
+                            let mean = sum8(x, |v| v) / width as f32;
+                            let var = sum8(x, |v| (v - mean) * (v - mean)) / width as f32;
+                            let rstd = 1.0 / (var + eps).sqrt();
+                            for (((y, &x), &w), &b) in
+                                y.iter_mut().zip(x).zip(ws.iter()).zip(bs.iter())
+                            {
+                                *y = (x - mean) * rstd * w + b;
+                            }
+                            s[0] = mean;
+                            s[1] = rstd;
+                        }
+                    },
+                )
             });
     }
     Some((tensor(out, x), stats))
@@ -198,50 +205,57 @@ fn backward(saved: &Saved, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTe
         let chunk = chunk_len(xs.len(), width);
         let rows_per = chunk / width;
         let partial = |((dx, xs), (gs, stats)): RowsOf<'_>| {
-            let (mut dw, mut db) = (vec![0f32; width], vec![0f32; width]);
-            let mut g = vec![0f32; width];
-            let mut xhat = vec![0f32; width];
-            for (((dx, x), dy), s) in dx
-                .chunks_exact_mut(width)
-                .zip(xs.chunks_exact(width))
-                .zip(gs.chunks_exact(width))
-                .zip(stats.chunks_exact(2))
-            {
-                let (mean, rstd) = (s[0], s[1]);
-                for ((((h, gi), &x), &dy), &w) in xhat
-                    .iter_mut()
-                    .zip(g.iter_mut())
-                    .zip(x)
-                    .zip(dy)
-                    .zip(ws.iter())
-                {
-                    *h = (x - mean) * rstd;
-                    *gi = dy * w;
-                }
-                for (((dw, db), &dy), &h) in dw.iter_mut().zip(db.iter_mut()).zip(dy).zip(&xhat) {
-                    *dw += dy * h;
-                    *db += dy;
-                }
-                let mean_g = sum8(&g, |v| v) / width as f32;
-                let mut acc = [0f32; 8];
-                let mut pairs = g.chunks_exact(8).zip(xhat.chunks_exact(8));
-                for (gc, hc) in &mut pairs {
-                    for ((a, &gi), &h) in acc.iter_mut().zip(gc).zip(hc) {
-                        *a += gi * h;
+            simd(
+                #[inline(always)]
+                || {
+                    let (mut dw, mut db) = (vec![0f32; width], vec![0f32; width]);
+                    let mut g = vec![0f32; width];
+                    let mut xhat = vec![0f32; width];
+                    for (((dx, x), dy), s) in dx
+                        .chunks_exact_mut(width)
+                        .zip(xs.chunks_exact(width))
+                        .zip(gs.chunks_exact(width))
+                        .zip(stats.chunks_exact(2))
+                    {
+                        let (mean, rstd) = (s[0], s[1]);
+                        for ((((h, gi), &x), &dy), &w) in xhat
+                            .iter_mut()
+                            .zip(g.iter_mut())
+                            .zip(x)
+                            .zip(dy)
+                            .zip(ws.iter())
+                        {
+                            *h = (x - mean) * rstd;
+                            *gi = dy * w;
+                        }
+                        for (((dw, db), &dy), &h) in
+                            dw.iter_mut().zip(db.iter_mut()).zip(dy).zip(&xhat)
+                        {
+                            *dw += dy * h;
+                            *db += dy;
+                        }
+                        let mean_g = sum8(&g, |v| v) / width as f32;
+                        let mut acc = [0f32; 8];
+                        let mut pairs = g.chunks_exact(8).zip(xhat.chunks_exact(8));
+                        for (gc, hc) in &mut pairs {
+                            for ((a, &gi), &h) in acc.iter_mut().zip(gc).zip(hc) {
+                                *a += gi * h;
+                            }
+                        }
+                        let done = width - width % 8;
+                        let tail: f32 = g[done..]
+                            .iter()
+                            .zip(&xhat[done..])
+                            .map(|(a, b)| a * b)
+                            .sum();
+                        let mean_gh = (acc.iter().sum::<f32>() + tail) / width as f32;
+                        for ((dx, &gi), &h) in dx.iter_mut().zip(&g).zip(&xhat) {
+                            *dx = rstd * (gi - mean_g - h * mean_gh);
+                        }
                     }
-                }
-                let done = width - width % 8;
-                let tail: f32 = g[done..]
-                    .iter()
-                    .zip(&xhat[done..])
-                    .map(|(a, b)| a * b)
-                    .sum();
-                let mean_gh = (acc.iter().sum::<f32>() + tail) / width as f32;
-                for ((dx, &gi), &h) in dx.iter_mut().zip(&g).zip(&xhat) {
-                    *dx = rstd * (gi - mean_g - h * mean_gh);
-                }
-            }
-            (dw, db)
+                    (dw, db)
+                },
+            )
         };
         let (pw, pb) = dx
             .par_chunks_mut(chunk)

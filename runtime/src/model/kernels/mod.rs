@@ -93,3 +93,37 @@ fn sum8(xs: &[f32], mut f: impl FnMut(f32) -> f32) -> f32 {
     let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
     acc.iter().sum::<f32>() + tail
 }
+
+/// Runs `f` compiled for the widest x86 vector instructions this CPU has (AVX-512, else
+/// AVX2 with FMA), so that the loops inside it vectorise at that width: the crate itself
+/// is built for the x86-64 baseline (SSE2), a quarter of AVX-512's width. `f` must be
+/// small enough to be inlined here, which its single call site makes the rule.
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features `avx512` is compiled for.
+            return unsafe { x86::avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { x86::avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
