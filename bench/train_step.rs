@@ -56,6 +56,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    pexc_runtime::alloc::keep_freed_memory();
     let device = Default::default();
     let vision = VitConfig {
         patch: 8,

@@ -213,6 +213,7 @@ pub fn embed(
     inputs: &Inputs,
     opts: &EmbedOptions,
 ) -> Result<Embedded, String> {
+    crate::alloc::keep_freed_memory();
     let resolved = backend::resolve(opts.backend)?;
     match resolved {
         Resolved::Cpu => {

@@ -1,5 +1,6 @@
 //! The pexc runtime: executes a lowered plan with burn.
 
+pub mod alloc;
 pub mod backend;
 pub mod caption;
 pub mod checkpoint;

@@ -84,6 +84,7 @@ fn selected<'p>(plan: &'p Plan, only: Option<&str>) -> Result<Vec<&'p StagePlan>
 /// Runs a plan.
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary, String> {
     crate::fault::check_env()?;
+    crate::alloc::keep_freed_memory();
     let resolved = backend::resolve(opts.backend)?;
     if opts.progress {
         eprintln!("pexc: backend {}", resolved.name());
