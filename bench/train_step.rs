@@ -16,16 +16,20 @@
 //! RoPE tables as one broadcast row (burn-flex's SIMD path instead of its strided one), 858
 //! with q, k and v projected by slices of the packed weight instead of slices of the
 //! activation, 733 with burn-flex's AVX-512 matmul kernels (`x86-v4`); on the next
-//! machine 688, then 527 with our own exact GELU, 488 with our own LayerNorm and 445 with
-//! our own attention softmax (runtime/src/model/kernels/): 72 samples/s against PyTorch
-//! 2.15's 91 to 102 (313 to 351 ms), 0.7 to 0.8x. The loss of the fixed step is the same
-//! at every stage (0.0713).
-//! What is left (`perf record`): matmul kernels are half the step (about 230 ms, already
-//! most of PyTorch's whole step: burn-flex's batched matmul on the small per-head products
-//! of attention, and a copy of every output to align it); strided copies where heads are
-//! split and merged and where matmul operands are transposed (about 12%: a head-major
-//! layout from the projection itself would remove them); the remaining elementwise ops
-//! (residual adds, bias adds, RoPE, the loss) each a pass of their own.
+//! machine 688, then 527 with our own exact GELU, 488 with our own LayerNorm, 445 with our
+//! own attention softmax, 419 with self-attention on token-major q, k, v (no heads split
+//! or merged), about 382 with those kernels compiled for AVX-512 and about 360 with freed
+//! memory kept in the heap (runtime/src/model/kernels/, runtime/src/alloc.rs): 88 to 90
+//! samples/s against PyTorch 2.15's 99 to 102 (315 to 323 ms), 0.89 to 0.90x. The loss of
+//! the fixed step is the same at every stage (0.0713).
+//!
+//! What is left (`perf record`): gemm is 69% of the step (about 250 ms for 41 GFLOP, 160
+//! GFLOP/s, two thirds of these two Zen 4 cores' peak; its packing is 6 of those points),
+//! already most of PyTorch's whole step. The rest: rayon's threads waiting on each other
+//! (7%), our kernels (6%), memset and memmove (6%: zero-filled buffers that are then
+//! overwritten, and burn-flex's copies), burn's remaining elementwise ops (residual and
+//! bias adds, RoPE, the loss; 3%). Closing the gap means a faster gemm for these shapes
+//! (k = 192 makes packing costly) or fewer of burn's buffers.
 
 use std::process::Command;
 use std::time::Instant;
