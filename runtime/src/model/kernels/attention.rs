@@ -19,7 +19,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::gelu::exp_nonpositive;
-use super::{cast, chunk_len, simd, sum8, tensor, values, AutodiffTensor};
+use super::{cast, chunk_len, prim, simd, sum8, tensor, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
@@ -53,10 +53,6 @@ pub fn attention<B: Backend>(
         }
         Err((q, k, v)) => composed(q, k, v, causal),
     }
-}
-
-fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
-    t.into_primitive().tensor()
 }
 
 /// burn's own attention: the other backends' path, and the tests' reference.
@@ -288,19 +284,9 @@ fn softmax_backward(probs: &FlexTensor, dp: &FlexTensor, scale: f32) -> FlexTens
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{assert_close, data, read};
     use super::*;
     use burn::tensor::TensorData;
-
-    fn data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32)
-                    .wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(40_503));
-                scale * ((h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
-            })
-            .collect()
-    }
 
     type Attn = fn(
         Tensor<CpuTrain, 4>,
@@ -328,12 +314,8 @@ mod tests {
             &device,
         );
         let grads = (y.clone() * probe).sum().backward();
-        let read = |t: Option<Tensor<Cpu, 4>>| {
-            t.map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
-                .unwrap_or_default()
-        };
         [
-            y.into_data().to_vec::<f32>().unwrap_or_default(),
+            read(Some(y.inner())),
             read(q.grad(&grads)),
             read(k.grad(&grads)),
             read(v.grad(&grads)),
@@ -352,15 +334,7 @@ mod tests {
         ] {
             let ours = run(attention, shape, causal);
             let want = run(composed, shape, causal);
-            for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
-                assert!(!a.is_empty() && a.len() == b.len(), "{shape:?} output {i}");
-                let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-                let worst = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    worst <= 1e-5 * scale.max(1.0),
-                    "{shape:?} causal {causal} output {i}: error {worst}"
-                );
-            }
+            assert_close(&ours, &want, 1e-5, &format!("{shape:?} causal {causal}"));
         }
     }
 

@@ -21,7 +21,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::attention::{softmax_backward_row, softmax_row};
-use super::{cast, simd, tensor, values, AutodiffTensor};
+use super::{cast, prim, simd, tensor, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 type Qkv<B> = (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
@@ -73,10 +73,6 @@ pub fn attention_tokens<B: Backend>(
         }
         Err((q, k, v)) => composed(q, k, v, heads, causal),
     }
-}
-
-fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
-    t.into_primitive().tensor()
 }
 
 /// Heads split and merged with burn's ops around the 4-D attention: the other backends'
@@ -386,19 +382,9 @@ fn backward(saved: &Saved, grad: &FlexTensor) -> Option<(FlexTensor, FlexTensor,
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{assert_close, data, read};
     use super::*;
     use burn::tensor::TensorData;
-
-    fn data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32)
-                    .wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(40_503));
-                scale * ((h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
-            })
-            .collect()
-    }
 
     type Attn = fn(
         Tensor<CpuTrain, 3>,
@@ -426,12 +412,8 @@ mod tests {
             &device,
         );
         let grads = (y.clone() * probe).sum().backward();
-        let read = |t: Option<Tensor<Cpu, 3>>| {
-            t.map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
-                .unwrap_or_default()
-        };
         [
-            y.into_data().to_vec::<f32>().unwrap_or_default(),
+            read(Some(y.inner())),
             read(q.grad(&grads)),
             read(k.grad(&grads)),
             read(v.grad(&grads)),
@@ -451,15 +433,7 @@ mod tests {
         ] {
             let ours = run(attention_tokens, shape, causal);
             let want = run(composed, shape, causal);
-            for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
-                assert!(!a.is_empty() && a.len() == b.len(), "{shape:?} output {i}");
-                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-                let worst = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    worst <= 1e-5 * scale,
-                    "{shape:?} causal {causal} output {i}: error {worst}"
-                );
-            }
+            assert_close(&ours, &want, 1e-5, &format!("{shape:?} causal {causal}"));
         }
     }
 }

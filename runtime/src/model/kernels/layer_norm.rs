@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
-use super::{cast, chunk_len, simd, sum8, tensor, values, AutodiffTensor};
+use super::{cast, chunk_len, prim, simd, sum8, tensor, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 /// LayerNorm of `x` over its last dimension with affine `weight` and `bias` (its width).
@@ -66,10 +66,6 @@ pub fn layer_norm<B: Backend, const D: usize>(
 }
 
 type Args<B, const D: usize> = (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>);
-
-fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
-    t.into_primitive().tensor()
-}
 
 /// LayerNorm from burn's generic ops: the other backends' path, and the tests' reference.
 pub(crate) fn composed<B: Backend, const D: usize>(
@@ -282,8 +278,8 @@ fn backward(saved: &Saved, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTe
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{assert_close, data, read};
     use super::*;
-    use crate::backend::CpuTrain;
     use burn::tensor::TensorData;
 
     fn grads_of(
@@ -300,32 +296,19 @@ mod tests {
         let probe = Tensor::<CpuTrain, 3>::from_data(probe.clone(), &device);
         let y = f(x.clone(), w.clone(), b.clone());
         let grads = (y.clone() * probe).sum().backward();
-        let read = |t: Option<Tensor<Cpu, 3>>| {
-            t.map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
-                .unwrap_or_default()
-        };
-        let read1 = |t: Option<Tensor<Cpu, 1>>| {
-            t.map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
-                .unwrap_or_default()
-        };
         [
-            y.into_data().to_vec::<f32>().unwrap_or_default(),
+            read(Some(y.inner())),
             read(x.grad(&grads)),
-            read1(w.grad(&grads)),
-            read1(b.grad(&grads)),
+            read(w.grad(&grads)),
+            read(b.grad(&grads)),
         ]
     }
 
-    /// A deterministic spread of values in about [-scale, scale] plus an offset, so that
-    /// the mean matters.
-    fn data(n: usize, seed: u32, scale: f32, offset: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32)
-                    .wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(40_503));
-                offset + scale * ((h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
-            })
+    /// Deterministic values plus an offset, so that the mean matters.
+    fn offset_data(n: usize, seed: u32, scale: f32, offset: f32) -> Vec<f32> {
+        data(n, seed, scale)
+            .into_iter()
+            .map(|v| v + offset)
             .collect()
     }
 
@@ -335,22 +318,13 @@ mod tests {
     #[test]
     fn values_and_gradients_match_the_composed_layer_norm() {
         let (n, t, w) = (6, 65, 52);
-        let x = TensorData::new(data(n * t * w, 1, 2.0, 0.7), [n, t, w]);
-        let wt = TensorData::new(data(w, 2, 0.5, 1.0), [w]);
-        let bt = TensorData::new(data(w, 3, 0.3, 0.0), [w]);
-        let probe = TensorData::new(data(n * t * w, 4, 1.0, 0.1), [n, t, w]);
+        let x = TensorData::new(offset_data(n * t * w, 1, 2.0, 0.7), [n, t, w]);
+        let wt = TensorData::new(offset_data(w, 2, 0.5, 1.0), [w]);
+        let bt = TensorData::new(offset_data(w, 3, 0.3, 0.0), [w]);
+        let probe = TensorData::new(offset_data(n * t * w, 4, 1.0, 0.1), [n, t, w]);
         let ours = grads_of(|x, w, b| layer_norm(x, w, b, 1e-5), &x, &wt, &bt, &probe);
         let want = grads_of(|x, w, b| composed(x, w, b, 1e-5), &x, &wt, &bt, &probe);
-        for (k, (a, b)) in ours.iter().zip(&want).enumerate() {
-            assert_eq!(a.len(), b.len(), "output {k}");
-            assert!(!a.is_empty(), "output {k}");
-            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let worst = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                worst <= 2e-5 * scale,
-                "output {k}: max error {worst} (scale {scale})"
-            );
-        }
+        assert_close(&ours, &want, 2e-5, "layer norm");
     }
 
     /// A hand-computed row: x = (1, 2, 3, 6), mean 3, variance (4 + 1 + 0 + 9) / 4 = 3.5.

@@ -58,6 +58,13 @@ fn values(t: &FlexTensor) -> Option<Cow<'_, [f32]>> {
     }
 }
 
+/// The backend tensor inside `t`.
+fn prim<B: burn::tensor::backend::Backend, const D: usize>(
+    t: burn::tensor::Tensor<B, D>,
+) -> B::FloatTensorPrimitive {
+    t.into_primitive().tensor()
+}
+
 /// A contiguous tensor of `values` with the shape of `like`.
 fn tensor(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, like.layout().shape().clone()))
@@ -126,5 +133,47 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
         f()
+    }
+}
+
+/// What the kernels' tests share: deterministic inputs, reading values back, and the
+/// comparison against burn's composed ops.
+#[cfg(test)]
+mod testing {
+    use burn::tensor::Tensor;
+
+    use crate::backend::Cpu;
+
+    /// `n` values spread over about [-scale, scale], deterministic in `seed`.
+    pub(super) fn data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed.wrapping_mul(40_503));
+                scale * ((h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
+            })
+            .collect()
+    }
+
+    /// The values of `t`, empty when there is none (a missing gradient).
+    pub(super) fn read<const D: usize>(t: Option<Tensor<Cpu, D>>) -> Vec<f32> {
+        t.and_then(|t| t.into_data().to_vec::<f32>().ok())
+            .unwrap_or_default()
+    }
+
+    /// Every output of `ours` within `tolerance` times the largest magnitude (at least 1)
+    /// of the same output in `want`, and none empty.
+    pub(super) fn assert_close(ours: &[Vec<f32>], want: &[Vec<f32>], tolerance: f32, what: &str) {
+        assert_eq!(ours.len(), want.len(), "{what}");
+        for (i, (a, b)) in ours.iter().zip(want).enumerate() {
+            assert!(!a.is_empty() && a.len() == b.len(), "{what}: output {i}");
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= tolerance * scale,
+                "{what}: output {i}: error {worst} (scale {scale})"
+            );
+        }
     }
 }
