@@ -8,10 +8,6 @@
 //! max, a vectorised exp, normalise) and its backward too, `ds = p (dp - Σ p dp) / √d`.
 //! The probabilities are kept for the backward, as burn's composition keeps them.
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensorOps};
@@ -19,7 +15,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::gelu::exp_nonpositive;
-use super::{cast, chunk_len, prim, simd, sum8, tensor, values, AutodiffTensor};
+use super::{cast, chunk_len, prim, simd, sum8, tensor, tracked3, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
@@ -86,54 +82,25 @@ fn tracked(
     v: AutodiffTensor,
     causal: bool,
 ) -> Option<AutodiffTensor> {
-    #[derive(Debug)]
-    struct Attention;
-
-    impl Backward<Cpu, 3> for Attention {
-        type State = Saved;
-
-        fn backward(
-            self,
-            ops: Ops<Self::State, 3>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [node_q, node_k, node_v] = ops.parents;
-            let grad = grads.consume::<Cpu>(&ops.node);
-            let Saved {
-                q,
-                k,
-                v,
-                probs,
-                scale,
-            } = ops.state;
-            if let Some(node) = node_v {
-                let dv = Cpu::float_matmul(Cpu::float_transpose(probs.clone()), grad.clone());
-                grads.register::<Cpu>(node.id, dv);
-            }
-            if node_q.is_none() && node_k.is_none() {
-                return;
-            }
-            let dp = Cpu::float_matmul(grad, Cpu::float_transpose(v));
-            let ds = softmax_backward(&probs, &dp, scale);
-            if let Some(node) = node_q {
-                grads.register::<Cpu>(node.id, Cpu::float_matmul(ds.clone(), k));
-            }
-            if let Some(node) = node_k {
-                grads.register::<Cpu>(node.id, Cpu::float_matmul(Cpu::float_transpose(ds), q));
-            }
-        }
-    }
-
     let (y, saved) = forward(&q.primitive, &k.primitive, &v.primitive, causal)?;
-    let prep = Attention
-        .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
-        .compute_bound()
-        .stateful();
-    Some(match prep {
-        OpsKind::Tracked(prep) => prep.finish(saved, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    })
+    Some(tracked3([&q, &k, &v], y, saved, backward))
+}
+
+/// Gradients of q, k and v for the output gradient `grad`.
+fn backward(saved: &Saved, grad: &FlexTensor) -> [FlexTensor; 3] {
+    let Saved {
+        q,
+        k,
+        v,
+        probs,
+        scale,
+    } = saved.clone();
+    let dv = Cpu::float_matmul(Cpu::float_transpose(probs.clone()), grad.clone());
+    let dp = Cpu::float_matmul(grad.clone(), Cpu::float_transpose(v));
+    let ds = softmax_backward(&probs, &dp, scale);
+    let dq = Cpu::float_matmul(ds.clone(), k);
+    let dk = Cpu::float_matmul(Cpu::float_transpose(ds), q);
+    [dq, dk, dv]
 }
 
 /// The output and what the backward needs; `None` when a tensor is not f32 or the shapes

@@ -11,17 +11,13 @@
 
 use std::sync::Arc;
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::attention::{softmax_backward_row, softmax_row};
-use super::{cast, prim, simd, tensor, values, AutodiffTensor};
+use super::{cast, prim, simd, tensor, tracked3, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 type Qkv<B> = (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
@@ -143,49 +139,15 @@ fn tracked(
     v: AutodiffTensor,
     geometry: Geometry,
 ) -> Option<AutodiffTensor> {
-    #[derive(Debug)]
-    struct HeadsAttention;
-
-    impl Backward<Cpu, 3> for HeadsAttention {
-        type State = Saved;
-
-        fn backward(
-            self,
-            ops: Ops<Self::State, 3>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [node_q, node_k, node_v] = ops.parents;
-            let grad = grads.consume::<Cpu>(&ops.node);
-            let Some((dq, dk, dv)) = backward(&ops.state, &grad) else {
-                unreachable!("f32 tensors on the CPU backend")
-            };
-            for (node, g) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
-                if let Some(node) = node {
-                    grads.register::<Cpu>(node.id, g);
-                }
-            }
-        }
-    }
-
     let (y, probs) = forward(&q.primitive, &k.primitive, &v.primitive, geometry)?;
-    let prep = HeadsAttention
-        .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
-        .compute_bound()
-        .stateful();
-    Some(match prep {
-        OpsKind::Tracked(prep) => {
-            let saved = Saved {
-                q: q.primitive,
-                k: k.primitive,
-                v: v.primitive,
-                probs: probs.into(),
-                geometry,
-            };
-            prep.finish(saved, y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    })
+    let saved = Saved {
+        q: q.primitive.clone(),
+        k: k.primitive.clone(),
+        v: v.primitive.clone(),
+        probs: probs.into(),
+        geometry,
+    };
+    Some(tracked3([&q, &k, &v], y, saved, backward))
 }
 
 /// A pointer into a buffer that rayon tasks write in disjoint places.
@@ -295,8 +257,16 @@ fn forward(
     Some((tensor(out, q), probs))
 }
 
-/// Gradients of q, k and v for the output gradient `grad`; `None` when it is not f32.
-fn backward(saved: &Saved, grad: &FlexTensor) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
+/// Gradients of q, k and v for the output gradient `grad`.
+fn backward(saved: &Saved, grad: &FlexTensor) -> [FlexTensor; 3] {
+    let Some(grads) = backward_values(saved, grad) else {
+        unreachable!("f32 tensors on the CPU backend")
+    };
+    grads
+}
+
+/// `backward`, or `None` when a tensor is not f32.
+fn backward_values(saved: &Saved, grad: &FlexTensor) -> Option<[FlexTensor; 3]> {
     let g = saved.geometry;
     let (qs, ks, vs, gs) = (
         values(&saved.q)?,
@@ -373,11 +343,11 @@ fn backward(saved: &Saved, grad: &FlexTensor) -> Option<(FlexTensor, FlexTensor,
             },
         );
     }
-    Some((
+    Some([
         tensor(dq, &saved.q),
         tensor(dk, &saved.k),
         tensor(dv, &saved.v),
-    ))
+    ])
 }
 
 #[cfg(test)]

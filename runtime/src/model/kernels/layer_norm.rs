@@ -10,16 +10,12 @@
 
 use std::sync::Arc;
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use rayon::prelude::*;
 
-use super::{cast, chunk_len, prim, simd, sum8, tensor, values, AutodiffTensor};
+use super::{cast, chunk_len, prim, simd, sum8, tensor, tracked3, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 /// LayerNorm of `x` over its last dimension with affine `weight` and `bias` (its width).
@@ -97,45 +93,13 @@ fn tracked(
     b: AutodiffTensor,
     eps: f32,
 ) -> Option<AutodiffTensor> {
-    #[derive(Debug)]
-    struct LayerNorm;
-
-    impl Backward<Cpu, 3> for LayerNorm {
-        type State = Saved;
-
-        fn backward(
-            self,
-            ops: Ops<Self::State, 3>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [node_x, node_w, node_b] = ops.parents;
-            let grad = grads.consume::<Cpu>(&ops.node);
-            let (dx, dw, db) = backward(&ops.state, &grad);
-            for (node, g) in [(node_x, dx), (node_w, dw), (node_b, db)] {
-                if let Some(node) = node {
-                    grads.register::<Cpu>(node.id, g);
-                }
-            }
-        }
-    }
-
     let (y, stats) = forward(&x.primitive, &w.primitive, &b.primitive, eps)?;
-    let prep = LayerNorm
-        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
-        .compute_bound()
-        .stateful();
-    Some(match prep {
-        OpsKind::Tracked(prep) => {
-            let saved = Saved {
-                x: x.primitive,
-                weight: w.primitive,
-                stats: stats.into(),
-            };
-            prep.finish(saved, y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    })
+    let saved = Saved {
+        x: x.primitive.clone(),
+        weight: w.primitive.clone(),
+        stats: stats.into(),
+    };
+    Some(tracked3([&x, &w, &b], y, saved, backward))
 }
 
 /// The normalised output and the per-row statistics; `None` when a tensor is not f32.
@@ -188,7 +152,7 @@ fn forward(
 type RowsOf<'a> = ((&'a mut [f32], &'a [f32]), (&'a [f32], &'a [f32]));
 
 /// Gradients of the input, the weight and the bias for the output gradient `grad`.
-fn backward(saved: &Saved, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+fn backward(saved: &Saved, grad: &FlexTensor) -> [FlexTensor; 3] {
     let (Some(xs), Some(ws), Some(gs)) = (values(&saved.x), values(&saved.weight), values(grad))
     else {
         unreachable!("f32 tensors on the CPU backend")
@@ -269,11 +233,11 @@ fn backward(saved: &Saved, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTe
         dw = pw;
         db = pb;
     }
-    (
+    [
         tensor(dx, &saved.x),
         tensor(dw, &saved.weight),
         tensor(db, &saved.weight),
-    )
+    ]
 }
 
 #[cfg(test)]

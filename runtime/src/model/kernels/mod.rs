@@ -21,10 +21,14 @@ pub use layer_norm::layer_norm;
 use std::any::Any;
 use std::borrow::Cow;
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorData;
 
-use crate::backend::CpuTrain;
+use crate::backend::{Cpu, CpuTrain};
 
 /// A float tensor of the training backend with its autodiff node (burn does not export
 /// the type by name).
@@ -68,6 +72,47 @@ fn prim<B: burn::tensor::backend::Backend, const D: usize>(
 /// A contiguous tensor of `values` with the shape of `like`.
 fn tensor(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, like.layout().shape().clone()))
+}
+
+/// `output`, computed from three inputs, as one operation of burn's autodiff graph:
+/// `backward` gives the inputs' gradients from `state` and the output's gradient.
+fn tracked3<S>(
+    inputs: [&AutodiffTensor; 3],
+    output: FlexTensor,
+    state: S,
+    backward: fn(&S, &FlexTensor) -> [FlexTensor; 3],
+) -> AutodiffTensor
+where
+    S: Clone + Send + std::fmt::Debug + 'static,
+{
+    #[derive(Debug)]
+    struct Op<S> {
+        backward: fn(&S, &FlexTensor) -> [FlexTensor; 3],
+    }
+
+    impl<S: Clone + Send + std::fmt::Debug + 'static> Backward<Cpu, 3> for Op<S> {
+        type State = S;
+
+        fn backward(self, ops: Ops<S, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = grads.consume::<Cpu>(&ops.node);
+            let input_grads = (self.backward)(&ops.state, &grad);
+            for (node, g) in ops.parents.into_iter().zip(input_grads) {
+                if let Some(node) = node {
+                    grads.register::<Cpu>(node.id, g);
+                }
+            }
+        }
+    }
+
+    let nodes = inputs.map(|t| t.node.clone());
+    match (Op { backward })
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
 }
 
 /// Below this many elements one thread does it all.
