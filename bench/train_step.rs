@@ -19,9 +19,10 @@
 //! machine 688, then 527 with our own exact GELU, 488 with our own LayerNorm, 445 with our
 //! own attention softmax, 419 with self-attention on token-major q, k, v (no heads split
 //! or merged), about 382 with those kernels compiled for AVX-512 and about 360 with freed
-//! memory kept in the heap (runtime/src/model/kernels/, runtime/src/alloc.rs): 88 to 90
-//! samples/s against PyTorch 2.15's 99 to 102 (315 to 323 ms), 0.89 to 0.90x. The loss of
-//! the fixed step is the same at every stage (0.0713).
+//! memory kept in the heap (runtime/src/model/kernels/, runtime/src/alloc.rs): in six
+//! back-to-back runs 351 to 363 ms (88 to 91 samples/s) against PyTorch 2.15's 312 to 323
+//! ms, 0.89 to 0.91x (1.02 once, when PyTorch's step took 361 ms). The loss of the fixed
+//! step is the same at every stage (0.0713).
 //!
 //! What is left (`perf record`): gemm is 69% of the step (about 250 ms for 41 GFLOP, 160
 //! GFLOP/s, two thirds of these two Zen 4 cores' peak; its packing is 6 of those points),
