@@ -3,12 +3,12 @@
 //! path is its official key. Weights are stored (in, out), burn's layout; the official
 //! (out, in) matrices are transposed on load and export (`official.rs`).
 
-use super::kernels::{attention, attention_tokens, gelu, layer_norm};
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
+use super::kernels::{attention, attention_tokens, gelu, layer_norm};
 use super::rope2d::Rope;
 
 /// PE's LayerNorm epsilon.

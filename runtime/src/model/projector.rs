@@ -3,13 +3,13 @@
 //! the last), every layer with a bias. Weights normal std fan_in^-0.5, biases zero. The
 //! parameter count is the planner's (`cost::projector_params`).
 
-use super::kernels::gelu;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use pexc_compiler::lower::plan::Ctor;
 
+use super::kernels::gelu;
 use super::layers::{linear, linear_flat};
 
 /// The projector's sizes, read from the plan's `mlp_projector(..)` and the width of the

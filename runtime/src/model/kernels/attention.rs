@@ -11,11 +11,13 @@
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensorOps};
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::gelu::exp_nonpositive;
-use super::{cast, chunk_len, prim, simd, sum8, tensor, tracked3, values, AutodiffTensor};
+use super::{
+    by_backend, chunk_len, float, prim, simd, sum8, tensor, tracked3, values, AutodiffTensor,
+};
 use crate::backend::{Cpu, CpuTrain};
 
 type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
@@ -29,26 +31,28 @@ pub fn attention<B: Backend>(
     v: Tensor<B, 4>,
     causal: bool,
 ) -> Tensor<B, 4> {
-    let args = match cast::<_, Qkv<CpuTrain>>((q, k, v)) {
-        Ok((q, k, v)) => {
-            let y = match tracked(prim(q.clone()), prim(k.clone()), prim(v.clone()), causal) {
-                Some(y) => Tensor::<CpuTrain, 4>::from_primitive(TensorPrimitive::Float(y)),
-                None => composed(q, k, v, causal),
-            };
-            return cast(y).unwrap_or_else(|_| unreachable!("B is CpuTrain"));
-        }
-        Err(args) => args,
-    };
-    match cast::<_, Qkv<Cpu>>(args) {
-        Ok((q, k, v)) => {
-            let y = match forward(&prim(q.clone()), &prim(k.clone()), &prim(v.clone()), causal) {
-                Some((y, _)) => Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(y)),
-                None => composed(q, k, v, causal),
-            };
-            cast(y).unwrap_or_else(|_| unreachable!("B is Cpu"))
-        }
-        Err((q, k, v)) => composed(q, k, v, causal),
-    }
+    by_backend(
+        (q, k, v),
+        |(q, k, v): Qkv<CpuTrain>| match tracked(
+            prim(q.clone()),
+            prim(k.clone()),
+            prim(v.clone()),
+            causal,
+        ) {
+            Some(y) => float(y),
+            None => composed(q, k, v, causal),
+        },
+        |(q, k, v): Qkv<Cpu>| match forward(
+            &prim(q.clone()),
+            &prim(k.clone()),
+            &prim(v.clone()),
+            causal,
+        ) {
+            Some((y, _)) => float(y),
+            None => composed(q, k, v, causal),
+        },
+        |(q, k, v)| composed(q, k, v, causal),
+    )
 }
 
 /// burn's own attention: the other backends' path, and the tests' reference.

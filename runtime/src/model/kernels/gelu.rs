@@ -16,32 +16,20 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::ActivationOps;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::{cast, chunk_len, simd, tensor, values, AutodiffTensor};
+use super::{by_backend, chunk_len, float, prim, simd, tensor, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 /// Exact GELU of `x`, elementwise.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let x = match cast::<_, Tensor<CpuTrain, D>>(x) {
-        Ok(t) => {
-            let y = gelu_tracked(t.into_primitive().tensor());
-            return cast(Tensor::<CpuTrain, D>::from_primitive(
-                TensorPrimitive::Float(y),
-            ))
-            .unwrap_or_else(|_| unreachable!("B is CpuTrain"));
-        }
-        Err(x) => x,
-    };
-    match cast::<_, Tensor<Cpu, D>>(x) {
-        Ok(t) => {
-            let y = forward(t.into_primitive().tensor());
-            cast(Tensor::<Cpu, D>::from_primitive(TensorPrimitive::Float(y)))
-                .unwrap_or_else(|_| unreachable!("B is Cpu"))
-        }
-        Err(x) => burn::tensor::activation::gelu(x),
-    }
+    by_backend(
+        x,
+        |x: Tensor<CpuTrain, D>| float::<CpuTrain, D>(gelu_tracked(prim(x))),
+        |x: Tensor<Cpu, D>| float::<Cpu, D>(forward(prim(x))),
+        burn::tensor::activation::gelu,
+    )
 }
 
 /// The GELU as a node of burn's autodiff graph, keeping its input for the backward.
@@ -267,7 +255,7 @@ mod tests {
     /// Through the public function, on the training backend: the gradient is the one the
     /// derivative gives, and a strided input reads the same as a contiguous one.
     #[test]
-    fn the_training_backend_uses_the_custom_backward() {
+    fn gradients_on_the_training_backend_follow_the_derivative_on_a_strided_input() {
         let device = Default::default();
         let x = Tensor::<CpuTrain, 2>::from_data(
             TensorData::new(vec![-3.0f32, -1.0, -0.25, 0.0, 0.5, 2.0], [2, 3]),

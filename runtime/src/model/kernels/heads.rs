@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::attention::{softmax_backward_row, softmax_row};
-use super::{cast, prim, simd, tensor, tracked3, values, AutodiffTensor};
+use super::{by_backend, float, prim, simd, tensor, tracked3, values, AutodiffTensor};
 use crate::backend::{Cpu, CpuTrain};
 
 type Qkv<B> = (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
@@ -37,38 +37,31 @@ pub fn attention_tokens<B: Backend>(
     if !fits {
         return composed(q, k, v, heads, causal);
     }
-    let geometry = Geometry {
+    let g = Geometry {
         n: shape[0],
         t: shape[1],
         heads,
         d: shape[2] / heads,
         causal,
     };
-    let args = match cast::<_, Qkv<CpuTrain>>((q, k, v)) {
-        Ok((q, k, v)) => {
-            let y = match tracked(prim(q.clone()), prim(k.clone()), prim(v.clone()), geometry) {
-                Some(y) => Tensor::<CpuTrain, 3>::from_primitive(TensorPrimitive::Float(y)),
-                None => composed(q, k, v, heads, causal),
-            };
-            return cast(y).unwrap_or_else(|_| unreachable!("B is CpuTrain"));
-        }
-        Err(args) => args,
-    };
-    match cast::<_, Qkv<Cpu>>(args) {
-        Ok((q, k, v)) => {
-            let y = match forward(
-                &prim(q.clone()),
-                &prim(k.clone()),
-                &prim(v.clone()),
-                geometry,
-            ) {
-                Some((y, _)) => Tensor::<Cpu, 3>::from_primitive(TensorPrimitive::Float(y)),
-                None => composed(q, k, v, heads, causal),
-            };
-            cast(y).unwrap_or_else(|_| unreachable!("B is Cpu"))
-        }
-        Err((q, k, v)) => composed(q, k, v, heads, causal),
-    }
+    by_backend(
+        (q, k, v),
+        |(q, k, v): Qkv<CpuTrain>| match tracked(
+            prim(q.clone()),
+            prim(k.clone()),
+            prim(v.clone()),
+            g,
+        ) {
+            Some(y) => float(y),
+            None => composed(q, k, v, heads, causal),
+        },
+        |(q, k, v): Qkv<Cpu>| match forward(&prim(q.clone()), &prim(k.clone()), &prim(v.clone()), g)
+        {
+            Some((y, _)) => float(y),
+            None => composed(q, k, v, heads, causal),
+        },
+        |(q, k, v)| composed(q, k, v, heads, causal),
+    )
 }
 
 /// Heads split and merged with burn's ops around the 4-D attention: the other backends'

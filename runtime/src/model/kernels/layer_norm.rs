@@ -12,10 +12,12 @@ use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::{cast, chunk_len, prim, simd, sum8, tensor, tracked3, values, AutodiffTensor};
+use super::{
+    by_backend, chunk_len, float, prim, simd, sum8, tensor, tracked3, values, AutodiffTensor,
+};
 use crate::backend::{Cpu, CpuTrain};
 
 /// LayerNorm of `x` over its last dimension with affine `weight` and `bias` (its width).
@@ -29,36 +31,29 @@ pub fn layer_norm<B: Backend, const D: usize>(
     if weight.dims()[0] != width || bias.dims()[0] != width {
         return composed(x, weight, bias, eps);
     }
-    let args = match cast::<_, Args<CpuTrain, D>>((x, weight, bias)) {
-        Ok((x, w, b)) => {
-            let y = match tracked(
-                prim(x.clone()),
-                prim(w.clone()),
-                prim(b.clone()),
-                eps as f32,
-            ) {
-                Some(y) => Tensor::<CpuTrain, D>::from_primitive(TensorPrimitive::Float(y)),
-                None => composed(x, w, b, eps),
-            };
-            return cast(y).unwrap_or_else(|_| unreachable!("B is CpuTrain"));
-        }
-        Err(args) => args,
-    };
-    match cast::<_, Args<Cpu, D>>(args) {
-        Ok((x, w, b)) => {
-            let y = match forward(
-                &prim(x.clone()),
-                &prim(w.clone()),
-                &prim(b.clone()),
-                eps as f32,
-            ) {
-                Some((y, _)) => Tensor::<Cpu, D>::from_primitive(TensorPrimitive::Float(y)),
-                None => composed(x, w, b, eps),
-            };
-            cast(y).unwrap_or_else(|_| unreachable!("B is Cpu"))
-        }
-        Err((x, w, b)) => composed(x, w, b, eps),
-    }
+    let eps32 = eps as f32;
+    by_backend(
+        (x, weight, bias),
+        |(x, w, b): Args<CpuTrain, D>| match tracked(
+            prim(x.clone()),
+            prim(w.clone()),
+            prim(b.clone()),
+            eps32,
+        ) {
+            Some(y) => float(y),
+            None => composed(x, w, b, eps),
+        },
+        |(x, w, b): Args<Cpu, D>| match forward(
+            &prim(x.clone()),
+            &prim(w.clone()),
+            &prim(b.clone()),
+            eps32,
+        ) {
+            Some((y, _)) => float(y),
+            None => composed(x, w, b, eps),
+        },
+        |(x, w, b)| composed(x, w, b, eps),
+    )
 }
 
 type Args<B, const D: usize> = (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>);

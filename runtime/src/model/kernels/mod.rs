@@ -50,15 +50,54 @@ fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
     }
 }
 
+/// `args` through `train` when the backend is `CpuTrain`, through `infer` when it is `Cpu`,
+/// else through `other` (burn's own ops): one function whose backend is only a generic
+/// parameter reaches the kernels. `train` and `infer` name their argument's type.
+fn by_backend<A, At, Ac, R, Rt, Rc>(
+    args: A,
+    train: impl FnOnce(At) -> Rt,
+    infer: impl FnOnce(Ac) -> Rc,
+    other: impl FnOnce(A) -> R,
+) -> R
+where
+    A: 'static,
+    At: 'static,
+    Ac: 'static,
+    R: 'static,
+    Rt: 'static,
+    Rc: 'static,
+{
+    let args = match cast::<A, At>(args) {
+        Ok(args) => {
+            return cast(train(args)).unwrap_or_else(|_| unreachable!("R is Rt when A is At"))
+        }
+        Err(args) => args,
+    };
+    match cast::<A, Ac>(args) {
+        Ok(args) => cast(infer(args)).unwrap_or_else(|_| unreachable!("R is Rc when A is Ac")),
+        Err(args) => other(args),
+    }
+}
+
+/// A tensor of the backend tensor `t`.
+fn float<B: burn::tensor::backend::Backend, const D: usize>(
+    t: B::FloatTensorPrimitive,
+) -> burn::tensor::Tensor<B, D> {
+    burn::tensor::Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(t))
+}
+
 /// The f32 values of `t` in logical order (borrowed when contiguous), or `None` for
 /// another element type.
 fn values(t: &FlexTensor) -> Option<Cow<'_, [f32]>> {
     match t.as_slice::<f32>() {
         Some(s) => Some(Cow::Borrowed(s)),
+        // A strided view: one copy into a buffer of its own, handed over without another.
         None => t
             .to_contiguous()
-            .as_slice::<f32>()
-            .map(|s| Cow::Owned(s.to_vec())),
+            .into_data()
+            .into_vec::<f32>()
+            .ok()
+            .map(Cow::Owned),
     }
 }
 
@@ -149,8 +188,10 @@ fn sum8(xs: &[f32], mut f: impl FnMut(f32) -> f32) -> f32 {
 
 /// Runs `f` compiled for the widest x86 vector instructions this CPU has (AVX-512, else
 /// AVX2 with FMA), so that the loops inside it vectorise at that width: the crate itself
-/// is built for the x86-64 baseline (SSE2), a quarter of AVX-512's width. `f` must be
-/// small enough to be inlined here, which its single call site makes the rule.
+/// is built for the x86-64 baseline (SSE2), a quarter of AVX-512's width. Only code inlined
+/// into the wrappers below gets their instructions, so callers mark `f` itself
+/// `#[inline(always)]` (without it LLVM left the larger closures at the baseline) and
+/// what it calls `#[inline(always)]` too.
 #[inline(always)]
 fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
